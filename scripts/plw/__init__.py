@@ -1,0 +1,1 @@
+"""Shared logic of the PLW workflow's scripts; each module is importable without the workflow."""

@@ -1,0 +1,28 @@
+"""Shared fixtures: the demo records and a tiny base model built once per test session."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_DATA = REPO / "resources" / "demo" / "alpaca_demo.json"
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def demo_records() -> list[dict]:
+    return json.loads(DEMO_DATA.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, demo_records) -> Path:
+    """A demo-sized LLaMA (tokenizer without pad token, like LLaMA's), lightly pre-trained on the demo data."""
+    from plw.tiny_model import build_tiny_llama
+
+    texts = [" ".join(value for value in record.values() if value) for record in demo_records]
+    return build_tiny_llama(texts, tmp_path_factory.mktemp("tiny_llama"), pretrain_epochs=1)

@@ -1,0 +1,144 @@
+"""The grid, the paths of every result, input functions and wildcard constraints."""
+
+import itertools
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
+from plw.grid import format_plw  # noqa: E402  (light: no torch at parse time)
+
+RESULTS = "results"
+LOGS = f"{RESULTS}/logs"
+CELL = "{model}/{dataset}/plw-{plw}/seed-{seed}"
+
+MODELS = list(config["models"])
+DATASETS = list(config["datasets"])
+PLWS = [format_plw(plw) for plw in config["plw"]]
+SEEDS = [str(seed) for seed in config["seeds"]]
+BENCHMARKS = list(config["benchmarks"])
+
+
+def _one_of(names):
+    return "|".join(re.escape(name) for name in names)
+
+
+wildcard_constraints:
+    model=_one_of(MODELS),
+    dataset=_one_of(DATASETS),
+    plw=_one_of(PLWS),
+    seed=_one_of(SEEDS),
+    benchmark=_one_of(BENCHMARKS),
+
+
+def _check_derivations():
+    for name, spec in config["datasets"].items():
+        if "derive" not in spec:
+            continue
+        parent = config["datasets"].get(spec["from"])
+        if parent is None:
+            raise WorkflowError(f"config datasets.{name}.from: unknown dataset {spec['from']!r}; "
+                                f"known: {', '.join(DATASETS)}")
+        if "derive" in parent:
+            raise WorkflowError(f"config datasets.{name}.from: {spec['from']!r} is itself derived; "
+                                "derive from a dataset with a source")
+
+
+_check_derivations()
+
+
+# ---- models ------------------------------------------------------------------------------------------
+
+def is_local_path(source):
+    """A model source is a local directory when it looks like a path or exists; otherwise a Hub id."""
+    return os.path.isabs(source) or source[:1] in (".", "~") or Path(source).exists()
+
+
+def base_model(model):
+    """Where the base model is loaded from: a built demo model, a local directory, or a Hub id."""
+    spec = config["models"][model]
+    if "build" in spec:
+        return f"{RESULTS}/base_models/{model}"
+    return spec["source"]
+
+
+def base_model_input(wildcards):
+    """The base model as a file input when it is on disk, so a missing directory fails before any job runs."""
+    path = base_model(wildcards.model)
+    return [path] if "build" in config["models"][wildcards.model] or is_local_path(path) else []
+
+
+# ---- datasets ----------------------------------------------------------------------------------------
+
+def is_derived(dataset):
+    return "derive" in config["datasets"][dataset]
+
+
+def normalized_dataset(dataset):
+    return f"{RESULTS}/data/{dataset}.parquet"
+
+
+def training_data(model, dataset):
+    """Derived datasets depend on the model's tokenizer, so they are built per model."""
+    if is_derived(dataset):
+        return f"{RESULTS}/data/{model}/{dataset}.parquet"
+    return normalized_dataset(dataset)
+
+
+def training_data_input(wildcards):
+    return training_data(wildcards.model, wildcards.dataset)
+
+
+def all_training_data():
+    return sorted({training_data(model, dataset) for model in MODELS for dataset in DATASETS})
+
+
+# ---- cells -------------------------------------------------------------------------------------------
+
+def cells():
+    """Every (model, dataset, plw, seed) of the grid, as wildcard dicts."""
+    for model, dataset, plw, seed in itertools.product(MODELS, DATASETS, PLWS, SEEDS):
+        yield dict(model=model, dataset=dataset, plw=plw, seed=seed)
+
+
+def trained_model(**cell):
+    return f"{RESULTS}/models/{CELL}/model".format(**cell)
+
+
+def eval_result(benchmark, **cell):
+    return f"{RESULTS}/eval/{CELL}/{{benchmark}}.parquet".format(benchmark=benchmark, **cell)
+
+
+def base_eval_result(model, benchmark):
+    return f"{RESULTS}/eval/{model}/base/{benchmark}.parquet"
+
+
+def all_eval_results():
+    results = [eval_result(benchmark, **cell) for cell in cells() for benchmark in BENCHMARKS]
+    if config["evaluation"]["evaluate_base_models"]:
+        results += [base_eval_result(model, benchmark) for model in MODELS for benchmark in BENCHMARKS]
+    return results
+
+
+def as_json(value):
+    """Config sections travel to scripts as one JSON argument (quoted with :q in every shell command)."""
+    return json.dumps(value, sort_keys=True)
+
+
+# ---- final targets -----------------------------------------------------------------------------------
+
+FIGURES = [f"{RESULTS}/figures/{name}.{ext}" for name in ("aggregate_vs_wp", "benchmarks_vs_wp")
+           for ext in ("png", "pdf")]
+
+
+def final_targets():
+    return [
+        f"{RESULTS}/tables/dataset_stats.md",
+        f"{RESULTS}/scores.parquet",
+        f"{RESULTS}/tables/regression.md",
+        *FIGURES,
+    ]
