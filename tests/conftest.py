@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from workflow_runner import copy_workflow
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DATA = REPO / "resources" / "demo" / "alpaca_demo.json"
@@ -26,3 +27,10 @@ def tiny_model_dir(tmp_path_factory, demo_records) -> Path:
 
     texts = [" ".join(value for value in record.values() if value) for record in demo_records]
     return build_tiny_llama(texts, tmp_path_factory.mktemp("tiny_llama"), pretrain_epochs=1)
+
+
+
+@pytest.fixture
+def workflow_copy(tmp_path) -> Path:
+    """A private copy of the workflow, so a test's real Snakemake run writes its own results/."""
+    return copy_workflow(tmp_path / "workflow")
