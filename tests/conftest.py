@@ -23,9 +23,9 @@ def demo_records() -> list[dict]:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, demo_records) -> Path:
     """A demo-sized LLaMA (tokenizer without pad token, like LLaMA's), lightly pre-trained on the demo data."""
-    from plw.tiny_model import build_tiny_llama
+    from plw.tiny_model import build_tiny_llama, corpus_texts
 
-    texts = [" ".join(value for value in record.values() if value) for record in demo_records]
+    texts = corpus_texts(demo_records)
     return build_tiny_llama(texts, tmp_path_factory.mktemp("tiny_llama"), pretrain_epochs=1)
 
 

@@ -66,3 +66,9 @@ def pretrain(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, texts:
             optimizer.step()
             optimizer.zero_grad()
     model.eval()
+
+
+def corpus_texts(records: list[dict]) -> list[str]:
+    """The demo corpus: each record's instruction, input and output as one text."""
+    return [" ".join(record[field] for field in ("instruction", "input", "output") if record.get(field))
+            for record in records]

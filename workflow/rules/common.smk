@@ -4,6 +4,7 @@ import itertools
 import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -11,6 +12,10 @@ from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from plw.grid import format_plw  # noqa: E402  (light: no torch at parse time)
+
+# Scripts run as `python scripts/X.py`: find the interpreter that runs Snakemake first (a --sdm conda
+# environment, activated per job, still comes before it).
+os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 
 RESULTS = "results"
 LOGS = f"{RESULTS}/logs"
@@ -66,10 +71,14 @@ def base_model(model):
     return spec["source"]
 
 
-def base_model_input(wildcards):
+def base_model_files(model):
     """The base model as a file input when it is on disk, so a missing directory fails before any job runs."""
-    path = base_model(wildcards.model)
-    return [path] if "build" in config["models"][wildcards.model] or is_local_path(path) else []
+    path = base_model(model)
+    return [path] if "build" in config["models"][model] or is_local_path(path) else []
+
+
+def base_model_input(wildcards):
+    return base_model_files(wildcards.model)
 
 
 # ---- datasets ----------------------------------------------------------------------------------------

@@ -1,0 +1,90 @@
+"""Load instruction records from JSON, JSONL, Parquet or the Hub and normalize them into one schema.
+
+The normalized table has string columns id, instruction, input (may be empty), output. Malformed records
+are counted per reason; the caller either stops at the first (naming its index and reason) or drops them.
+"""
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+COLUMNS = ("id", "instruction", "input", "output")
+
+
+class BadRecordError(ValueError):
+    """A malformed record, named by its index in the source and the reason."""
+
+
+def read_records(path: str | Path) -> list:
+    """A JSON array of records, JSON Lines, or a Parquet table, chosen by the file extension."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pd.read_parquet(path).to_dict("records")
+    text = path.read_text(encoding="utf-8")
+    if suffix == ".jsonl":
+        records = []
+        for line_number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise BadRecordError(f"{path}: line {line_number} is not valid JSON: {error}") from None
+        return records
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise BadRecordError(f"{path}: not valid JSON: {error}") from None
+    if not isinstance(records, list):
+        raise BadRecordError(f"{path}: expected a JSON array of records, found {type(records).__name__}")
+    return records
+
+
+def read_hub_records(dataset_id: str, split: str, revision: str | None = None) -> list:
+    from datasets import load_dataset
+
+    return load_dataset(dataset_id, split=split, revision=revision).to_list()
+
+
+def problem(record, columns: dict) -> str | None:
+    """Why a record is malformed, or None. Reasons: not an object, missing X, non-string X, empty completion."""
+    if not isinstance(record, dict):
+        return "not an object"
+    for field in ("instruction", "output"):
+        if record.get(columns[field]) is None:
+            return f"missing {field}"
+    for field in ("instruction", "input", "output"):
+        value = record.get(columns[field])
+        if value is not None and not isinstance(value, str):
+            return f"non-string {field}"
+    if not record[columns["output"]].strip():
+        return "empty completion"
+    return None
+
+
+def normalize(records: list, *, columns: dict | None = None, source: str = "records",
+              drop_bad: bool = False) -> tuple[pd.DataFrame, Counter]:
+    """The normalized table and the count of bad records per reason.
+
+    With drop_bad False the first bad record raises BadRecordError naming `source`, its index and reason.
+    """
+    columns = {field: field for field in COLUMNS} | (columns or {})
+    rows, bad = [], Counter()
+    for index, record in enumerate(records):
+        reason = problem(record, columns)
+        if reason:
+            if not drop_bad:
+                raise BadRecordError(f"{source}: record {index}: {reason} "
+                                     "(set `bad_records: drop` in the config to drop such records)")
+            bad[reason] += 1
+            continue
+        record_id = record.get(columns["id"])
+        rows.append({
+            "id": str(index if record_id is None else record_id),
+            "instruction": record[columns["instruction"]],
+            "input": record.get(columns["input"]) or "",
+            "output": record[columns["output"]],
+        })
+    return pd.DataFrame(rows, columns=list(COLUMNS), dtype="string"), bad

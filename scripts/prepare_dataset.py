@@ -1,0 +1,32 @@
+"""Normalize one dataset (local file, verified download or Hub id) into id/instruction/input/output Parquet."""
+
+import argparse
+import json
+
+from plw.io import write_parquet
+from plw.records import normalize, read_hub_records, read_records
+
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--name", required=True)
+parser.add_argument("--spec", required=True, help="the dataset's config entry, as JSON")
+parser.add_argument("--file", help="the local or downloaded file, when the source is a file")
+parser.add_argument("--bad-records", choices=["error", "drop"], default="error")
+parser.add_argument("--output", required=True)
+args = parser.parse_args()
+spec = json.loads(args.spec)
+
+if args.file:
+    source = args.file
+    records = read_records(args.file)
+else:
+    source = f"{spec['hub']} (split {spec['split']})"
+    records = read_hub_records(spec["hub"], spec["split"], spec.get("revision"))
+if "max_records" in spec:
+    records = records[:spec["max_records"]]
+
+table, bad = normalize(records, columns=spec.get("columns"), source=f"dataset {args.name}: {source}",
+                       drop_bad=args.bad_records == "drop")
+for reason, count in sorted(bad.items()):
+    print(f"dropped {count} records: {reason}")
+write_parquet(table, args.output)
+print(f"dataset {args.name}: {len(table)} records from {source}")
