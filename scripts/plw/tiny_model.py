@@ -11,6 +11,8 @@ from torch.nn.utils.rnn import pad_sequence
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from plw.prompts import render_prompt
+
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]
 
 
@@ -69,6 +71,5 @@ def pretrain(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, texts:
 
 
 def corpus_texts(records: list[dict]) -> list[str]:
-    """The demo corpus: each record's instruction, input and output as one text."""
-    return [" ".join(record[field] for field in ("instruction", "input", "output") if record.get(field))
-            for record in records]
+    """The demo corpus: each record in the Alpaca prompt format, so the tokenizer learns the template's words."""
+    return [render_prompt(record["instruction"], record.get("input", "")) + record["output"] for record in records]

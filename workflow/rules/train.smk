@@ -1,1 +1,26 @@
-# rules of this family: written by its owner
+"""Fine-tuning: one job per cell (model × dataset × PLW × seed), one process per GPU of the job."""
+
+
+rule train:
+    input:
+        data=training_data_input,
+        base=base_model_input,
+    output:
+        model=directory(f"{RESULTS}/models/{CELL}/model"),
+        log=f"{RESULTS}/models/{CELL}/train_log.parquet",
+    log:
+        f"{LOGS}/train/{CELL}.log",
+    params:
+        # Checkpoints are no declared output: Snakemake would delete them when a job fails, and a rerun
+        # must resume from them.
+        checkpoints=f"{RESULTS}/checkpoints/{CELL}",
+        base=lambda wildcards: base_model(wildcards.model),
+        model_spec=lambda wildcards: as_json(config["models"][wildcards.model]),
+        settings=as_json(config["training"]),
+        gpus=lambda wildcards, resources: resources.get("gpu", 0),
+    threads: 2
+    shell:
+        "python scripts/train.py --data {input.data:q} --base-model {params.base:q}"
+        " --model-spec {params.model_spec:q} --plw {wildcards.plw} --seed {wildcards.seed}"
+        " --settings {params.settings:q} --gpus {params.gpus} --checkpoints {params.checkpoints:q}"
+        " --output-model {output.model:q} --output-log {output.log:q} > {log:q} 2>&1"

@@ -1,0 +1,31 @@
+"""The weighted causal-LM loss, computed in chunks so the full fp32 logits are never materialized at once."""
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+
+def _chunk_loss(hidden: torch.Tensor, head_weight: torch.Tensor, targets: torch.Tensor,
+                weights: torch.Tensor) -> torch.Tensor:
+    logits = (hidden @ head_weight.T).float()
+    return (F.cross_entropy(logits, targets, reduction="none") * weights).sum()
+
+
+def weighted_token_loss_sum(hidden: torch.Tensor, head_weight: torch.Tensor, input_ids: torch.Tensor,
+                            weights: torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
+    """Σ w·ℓ over next-token predictions: hidden[:, t] predicts input_ids[:, t+1] with weight weights[:, t+1].
+
+    Each chunk's logits are recomputed in the backward pass (activation checkpointing), so peak memory holds
+    one chunk of logits instead of all of them.
+    """
+    hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])
+    targets = input_ids[:, 1:].reshape(-1)
+    weights = weights[:, 1:].reshape(-1).to(torch.float32)
+    keep = weights != 0
+    hidden, targets, weights = hidden[keep], targets[keep], weights[keep]
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, targets.shape[0], chunk_size):
+        end = start + chunk_size
+        total = total + checkpoint(_chunk_loss, hidden[start:end], head_weight, targets[start:end],
+                                   weights[start:end], use_reentrant=False)
+    return total

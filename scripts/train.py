@@ -1,0 +1,126 @@
+"""Fine-tune one cell (model × dataset × PLW × seed) with the prompt-loss-weighted Alpaca recipe.
+
+Resumes from the newest checkpoint in --checkpoints; writes the final model and train_log.parquet only when
+training completes, then removes the checkpoints. With --gpus N > 1 on a machine with CUDA, it re-launches
+itself under torchrun, one process per GPU.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="normalized dataset Parquet")
+    parser.add_argument("--base-model", required=True, help="Hub id or directory")
+    parser.add_argument("--model-spec", default="{}", help="the model's config entry, as JSON")
+    parser.add_argument("--plw", required=True, type=float)
+    parser.add_argument("--seed", required=True, type=int)
+    parser.add_argument("--settings", required=True, help="the config's training section, as JSON")
+    parser.add_argument("--gpus", type=int, default=0, help="GPUs of the job (the rule's gpu resource)")
+    parser.add_argument("--checkpoints", required=True)
+    parser.add_argument("--output-model", required=True)
+    parser.add_argument("--output-log", required=True)
+    args = parser.parse_args(argv)
+    if not 0 <= args.plw <= 1:
+        parser.error(f"--plw {args.plw}: the prompt-loss weight must lie in [0, 1]")
+    return args
+
+
+def relaunch_per_gpu(gpus: int) -> None:
+    """One process per GPU of the job: exec torchrun unless already inside a distributed launch."""
+    import torch
+
+    processes = min(gpus, torch.cuda.device_count())
+    if processes > 1 and "LOCAL_RANK" not in os.environ:
+        os.execvp("torchrun", ["torchrun", "--standalone", f"--nproc_per_node={processes}", *sys.argv])
+
+
+def main(args) -> None:
+    import pandas as pd
+    import torch
+    from transformers import AutoModelForCausalLM, TrainingArguments, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from plw.io import atomic_path, write_parquet
+    from plw.models import load_tokenizer
+    from plw.tokenize import add_pad_token, tokenize_record
+    from plw.trainer import PromptLossWeightTrainer, WeightedCollator
+
+    settings = json.loads(args.settings)
+    spec = json.loads(args.model_spec)
+    set_seed(args.seed)
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    per_step = settings["per_device_batch_size"] * world_size
+    if settings["global_batch_size"] % per_step:
+        raise SystemExit(f"training.global_batch_size {settings['global_batch_size']} is not a multiple of "
+                         f"per_device_batch_size {settings['per_device_batch_size']} x {world_size} processes")
+
+    records = pd.read_parquet(args.data).to_dict("records")
+    load = dict(revision=spec.get("revision"), trust_remote_code=spec.get("trust_remote_code", False))
+    tokenizer = load_tokenizer(args.base_model, model_max_length=settings["max_length"], **load)
+    model = AutoModelForCausalLM.from_pretrained(args.base_model, **load)
+    add_pad_token(tokenizer, model)
+    if settings["lora"]["enabled"]:
+        from peft import LoraConfig, get_peft_model
+
+        lora = settings["lora"]
+        model = get_peft_model(model, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                                                 target_modules=lora["target_modules"], task_type="CAUSAL_LM"))
+    train_dataset = [tokenize_record(record, tokenizer, args.plw, settings["max_length"]) for record in records]
+
+    fsdp = settings["fsdp"] if world_size > 1 else ""
+    training_args = TrainingArguments(
+        output_dir=args.checkpoints,
+        num_train_epochs=settings["epochs"],
+        max_steps=settings["max_steps"],
+        learning_rate=settings["learning_rate"],
+        per_device_train_batch_size=settings["per_device_batch_size"],
+        gradient_accumulation_steps=settings["global_batch_size"] // per_step,
+        warmup_steps=settings["warmup_ratio"],  # a float in [0, 1) is a ratio of all steps
+        lr_scheduler_type=settings["lr_scheduler_type"],
+        weight_decay=settings["weight_decay"],
+        bf16=settings["bf16"],
+        activation_checkpointing=settings["gradient_checkpointing"],
+        dataloader_pin_memory=torch.cuda.is_available(),
+        fsdp=fsdp,
+        fsdp_config={"transformer_layer_cls_to_wrap": [settings["fsdp_transformer_layer_cls"]]} if fsdp else None,
+        save_strategy="steps",
+        save_steps=settings["save_steps"],
+        save_total_limit=1,
+        logging_steps=settings["logging_steps"],
+        seed=args.seed,
+        data_seed=args.seed,
+        remove_unused_columns=False,
+        report_to=[],
+        disable_tqdm=True,
+        average_tokens_across_devices=True,
+    )
+    trainer = PromptLossWeightTrainer(
+        model=model, args=training_args, train_dataset=train_dataset,
+        data_collator=WeightedCollator(tokenizer.pad_token_id, packing=settings["packing"]),
+        loss_normalization=settings["loss_normalization"], loss_chunk_size=settings["loss_chunk_size"])
+
+    checkpoint = get_last_checkpoint(args.checkpoints) if os.path.isdir(args.checkpoints) else None
+    print(f"resuming from {checkpoint}" if checkpoint else "starting from the base model", flush=True)
+    trainer.train(resume_from_checkpoint=checkpoint)
+
+    if trainer.is_world_process_zero():
+        log = pd.DataFrame([entry for entry in trainer.state.log_history if "loss" in entry])
+        log = log[["step", "loss", "learning_rate", "grad_norm", "tokens", "weight_sum"]]
+        final = trainer.model.merge_and_unload() if settings["lora"]["enabled"] else trainer.model
+        with atomic_path(args.output_model) as tmp:
+            final.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        write_parquet(log, args.output_log)
+        shutil.rmtree(args.checkpoints, ignore_errors=True)
+        print(f"final loss {log['loss'].iloc[-1]:.4f} after {int(log['step'].iloc[-1])} steps")
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    relaunch_per_gpu(arguments.gpus)
+    main(arguments)

@@ -1,0 +1,199 @@
+"""The prompt-loss-weighted objective on a real tiny LLaMA and the real Trainer."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, TrainingArguments
+
+from plw.prompts import PROMPT_NO_INPUT, PROMPT_WITH_INPUT, render_prompt
+from plw.tokenize import add_pad_token, tokenize_record
+from plw.trainer import PromptLossWeightTrainer, WeightedCollator
+
+REPO = Path(__file__).resolve().parents[1]
+IGNORE_INDEX = -100
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(tiny_model_dir):
+    from plw.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_model_dir), model_max_length=128)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    add_pad_token(tokenizer, model)
+    return model, tokenizer
+
+
+def make_trainer(model, tmp_path, *, per_device: int, accumulation: int, normalization: str = "global",
+                 packing: bool = False, pad_token_id: int = 0) -> PromptLossWeightTrainer:
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=per_device,
+                             gradient_accumulation_steps=accumulation, report_to=[], learning_rate=0.0,
+                             remove_unused_columns=False, disable_tqdm=True)
+    return PromptLossWeightTrainer(model=model, args=args, data_collator=WeightedCollator(pad_token_id, packing),
+                                   loss_normalization=normalization)
+
+
+def alpaca_labels(record: dict, tokenizer, max_length: int = 128) -> tuple[list[int], list[int]]:
+    """Stanford Alpaca's train.py preprocess(): labels are input_ids with the source tokens set to -100."""
+    source = (PROMPT_WITH_INPUT if record["input"] else PROMPT_NO_INPUT).format_map(record)
+    example = source + f"{record['output']}{tokenizer.eos_token}"
+    input_ids = tokenizer(example, max_length=max_length, truncation=True).input_ids
+    source_len = len(tokenizer(source, max_length=max_length, truncation=True).input_ids)
+    return input_ids, [IGNORE_INDEX] * source_len + input_ids[source_len:]
+
+
+def loss_of(trainer, batch, num_items=None) -> torch.Tensor:
+    return trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=num_items)
+
+
+def test_rendered_prompt_and_weights_equal_alpacas(model_and_tokenizer, demo_records):
+    _, tokenizer = model_and_tokenizer
+    with_input = next(r for r in demo_records if r["input"])
+    without_input = next(r for r in demo_records if not r["input"])
+    assert render_prompt(with_input["instruction"], with_input["input"]) == (
+        "Below is an instruction that describes a task, paired with an input that provides further context. "
+        "Write a response that appropriately completes the request.\n\n"
+        f"### Instruction:\n{with_input['instruction']}\n\n### Input:\n{with_input['input']}\n\n### Response:")
+    assert render_prompt(without_input["instruction"]) == (
+        "Below is an instruction that describes a task. Write a response that appropriately completes the "
+        f"request.\n\n### Instruction:\n{without_input['instruction']}\n\n### Response:")
+    for record in (with_input, without_input):
+        tokenized = tokenize_record(record, tokenizer, plw=0.25, max_length=128)
+        input_ids, labels = alpaca_labels(record, tokenizer)
+        assert tokenized["input_ids"] == input_ids
+        assert input_ids[0] == tokenizer.bos_token_id and input_ids[-1] == tokenizer.eos_token_id
+        assert tokenized["loss_weights"] == [0.25 if label == IGNORE_INDEX else 1.0 for label in labels]
+
+
+def test_pad_token_is_added_with_the_mean_embedding(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    embeddings = model.get_input_embeddings().weight
+    assert tokenizer.pad_token == "[PAD]" and tokenizer.pad_token_id == embeddings.shape[0] - 1
+    torch.testing.assert_close(embeddings[-1], embeddings[:-1].mean(dim=0))
+
+
+@pytest.mark.parametrize("normalization", ["global", "micro_batch"])
+def test_plw_0_is_the_masked_loss_and_plw_1_the_unmasked_loss(model_and_tokenizer, demo_records, tmp_path,
+                                                               normalization):
+    model, tokenizer = model_and_tokenizer
+    trainer = make_trainer(model, tmp_path, per_device=8, accumulation=1, normalization=normalization,
+                           pad_token_id=tokenizer.pad_token_id)
+    records = demo_records[:8]
+    for plw in (0.0, 1.0):
+        batch = trainer.data_collator([tokenize_record(r, tokenizer, plw, 128) for r in records])
+        labels = batch["input_ids"].masked_fill(batch["loss_weights"] == 0, IGNORE_INDEX)
+        with torch.no_grad():
+            reference = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                              labels=labels).loss
+            num_items = trainer._get_num_items_in_batch([batch], torch.device("cpu"))
+            ours = loss_of(trainer, batch, num_items)
+        assert abs(ours.item() - reference.item()) / reference.item() <= 1e-6, (plw, ours, reference)
+
+
+def gradients(trainer, batches) -> torch.Tensor:
+    """The gradient of one optimizer step, taken exactly as Trainer's loop does with accumulation."""
+    trainer.model.zero_grad()
+    trainer.current_gradient_accumulation_steps = len(batches)
+    num_items = trainer._get_num_items_in_batch(batches, torch.device("cpu"))
+    for batch in batches:
+        trainer.training_step(trainer.model, dict(batch), num_items)
+    return torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])
+
+
+def test_global_normalization_gives_the_same_gradient_with_accumulation(model_and_tokenizer, demo_records,
+                                                                         tmp_path):
+    model, tokenizer = model_and_tokenizer
+    examples = [tokenize_record(r, tokenizer, 0.1, 128) for r in demo_records[:8]]
+    whole = make_trainer(model, tmp_path / "a", per_device=8, accumulation=1, pad_token_id=tokenizer.pad_token_id)
+    accumulated = make_trainer(model, tmp_path / "b", per_device=2, accumulation=4,
+                               pad_token_id=tokenizer.pad_token_id)
+    one_batch = gradients(whole, [whole.data_collator(examples)])
+    four_batches = gradients(accumulated, [accumulated.data_collator(examples[i:i + 2]) for i in range(0, 8, 2)])
+    assert torch.allclose(one_batch, four_batches, atol=1e-5, rtol=0), (one_batch - four_batches).abs().max()
+
+
+def test_packed_and_padded_batches_give_the_same_loss(model_and_tokenizer, demo_records, tmp_path):
+    model, tokenizer = model_and_tokenizer
+    examples = [tokenize_record(r, tokenizer, 0.1, 128) for r in demo_records[:6]]
+    padded = make_trainer(model, tmp_path / "a", per_device=6, accumulation=1, pad_token_id=tokenizer.pad_token_id)
+    packed = make_trainer(model, tmp_path / "b", per_device=6, accumulation=1, packing=True,
+                          pad_token_id=tokenizer.pad_token_id)
+    with torch.no_grad():
+        losses = []
+        for trainer in (padded, packed):
+            batch = trainer.data_collator(examples)
+            losses.append(loss_of(trainer, batch, trainer._get_num_items_in_batch([batch], torch.device("cpu"))))
+    assert "position_ids" in packed.data_collator(examples) and packed.data_collator(examples)["input_ids"].shape[0] == 1
+    assert torch.allclose(losses[0], losses[1], rtol=1e-5), losses
+
+
+# ---- the train script: resume after a kill, refusal of a bad PLW ------------------------------------------
+
+def train_command(tmp_path: Path, data: Path, base: Path, name: str, settings: dict, plw: str = "0.1") -> list:
+    return [sys.executable, str(REPO / "scripts" / "train.py"), "--data", str(data), "--base-model", str(base),
+            "--plw", plw, "--seed", "42", "--settings", json.dumps(settings),
+            "--checkpoints", str(tmp_path / name / "checkpoints"), "--output-model", str(tmp_path / name / "model"),
+            "--output-log", str(tmp_path / name / "train_log.parquet")]
+
+
+@pytest.fixture(scope="module")
+def demo_parquet(tmp_path_factory, demo_records):
+    from plw.records import normalize
+
+    path = tmp_path_factory.mktemp("data") / "demo.parquet"
+    normalize(demo_records[:96])[0].to_parquet(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def training_settings():
+    import yaml
+    from snakemake.utils import validate
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    return {**config["training"], "max_steps": 12, "save_steps": 4, "global_batch_size": 8,
+            "per_device_batch_size": 4}
+
+
+def test_killed_training_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_run(
+        tmp_path, tiny_model_dir, demo_parquet, training_settings):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "scripts")}
+    subprocess.run(train_command(tmp_path, demo_parquet, tiny_model_dir, "straight", training_settings),
+                   check=True, env=env, capture_output=True)
+
+    command = train_command(tmp_path, demo_parquet, tiny_model_dir, "killed", training_settings)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_checkpoint = tmp_path / "killed" / "checkpoints" / "checkpoint-4"
+    deadline = time.monotonic() + 300
+    while not (first_checkpoint / "trainer_state.json").exists() and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "killed" / "model").exists(), "a killed run must leave no final model"
+
+    resumed = subprocess.run(command, check=True, env=env, capture_output=True, text=True)
+    assert "resuming from" in resumed.stdout and "checkpoint-" in resumed.stdout, resumed.stdout
+    straight = pd.read_parquet(tmp_path / "straight" / "train_log.parquet")
+    again = pd.read_parquet(tmp_path / "killed" / "train_log.parquet")
+    assert straight["step"].tolist() == list(range(1, 13)) == again["step"].tolist()
+    assert again["loss"].iloc[-1] == pytest.approx(straight["loss"].iloc[-1], rel=1e-5)
+    assert (straight["weight_sum"] > 0).all() and (straight["tokens"] > 0).all()
+    assert not (tmp_path / "killed" / "checkpoints").exists(), "checkpoints are removed once training completes"
+
+
+def test_plw_outside_0_1_is_refused_before_the_model_loads(tmp_path, training_settings):
+    command = train_command(tmp_path, tmp_path / "missing.parquet", tmp_path / "no-model", "bad",
+                            training_settings, plw="1.5")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "--plw 1.5: the prompt-loss weight must lie in [0, 1]" in result.stderr
+    assert "Traceback" not in result.stderr
