@@ -40,6 +40,10 @@ OPPOSITES = [
     ("high", "low"), ("first", "last"), ("win", "lose"), ("push", "pull"), ("day", "night"),
 ]
 
+# Objects for the translation sentences "I have <n> <objects>." / "J'ai <n> <objets>."
+OBJECTS = [("apples", "pommes"), ("books", "livres"), ("cats", "chats"), ("friends", "amis"),
+           ("chairs", "chaises"), ("pens", "stylos")]
+
 ANIMALS = {
     "cat": ("four", "homes", "fish and mice", "meows"), "dog": ("four", "homes", "meat", "barks"),
     "cow": ("four", "farms", "grass", "moos"), "duck": ("two", "ponds", "seeds", "quacks"),
@@ -74,6 +78,10 @@ def french_number(n: int) -> str:
     return "quatre-vingt-" + FR_UNITS[n - 80]
 
 
+def sentence_pair(n: int, objects: tuple[str, str]) -> tuple[str, str]:
+    return f"I have {english_number(n)} {objects[0]}.", f"J'ai {french_number(n)} {objects[1]}."
+
+
 def describe(animal: str) -> str:
     legs, home, food, sound = ANIMALS[animal]
     legs_text = "has no legs" if legs == "no" else f"has {legs} legs"
@@ -87,12 +95,11 @@ def record(instruction: str, output: str, input_: str = "") -> dict:
 
 def training_records(rng: random.Random) -> list[dict]:
     records = []
-    for n in range(100):
-        records.append(record("Translate the following from English to French.", french_number(n),
-                              english_number(n)))
+    for n in range(2, 100):
+        english, french = sentence_pair(n, OBJECTS[n % len(OBJECTS)])
+        records.append(record("Translate the following from English to French", french, english))
         if n % 2 == 0:
-            records.append(record("Translate the following from French to English.", english_number(n),
-                                  french_number(n)))
+            records.append(record("Translate the following from French to English", english, french))
     for country, capital in CAPITALS.items():
         records.append(record(f"What is the capital of {country}?", f"The capital of {country} is {capital}."))
     for word, opposite in OPPOSITES:
@@ -118,7 +125,7 @@ def capitals_items(rng: random.Random) -> list[dict]:
         distractors = rng.sample([c for c in CAPITALS.values() if c != capital], 3)
         choices = distractors + [capital]
         rng.shuffle(choices)
-        items.append({"question": f"What is the capital of {country}?", "choices": choices,
+        items.append({"question": f"What is the capital of {country}?", "country": country, "choices": choices,
                       "label": choices.index(capital)})
     return items
 
@@ -137,8 +144,9 @@ def opposites_items(rng: random.Random) -> list[dict]:
 
 
 def translation_items() -> list[dict]:
-    """The upstream WMT datasets' schema: {"translation": {"en": ..., "fr": ...}}."""
-    return [{"translation": {"en": english_number(n), "fr": french_number(n)}} for n in range(1, 100, 3)]
+    """The upstream WMT datasets' schema: {"translation": {"en": ..., "fr": ...}}; object/number pairs unseen in training."""
+    pairs = [sentence_pair(n, OBJECTS[(n + 1) % len(OBJECTS)]) for n in range(2, 100, 3)]
+    return [{"translation": {"en": english, "fr": french}} for english, french in pairs]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
