@@ -1,0 +1,134 @@
+"""Scores as a tidy table, the paper's mixed-effects regression, the critical weight, and its bootstrap.
+
+Model: score ~ wp + wp² with a random intercept per benchmark (statsmodels MixedLM), wp = plw ** power.
+Scores are fractions: metrics on a 0-100 scale (BLEU, chrF) are divided by 100; `value` keeps the raw number.
+"""
+
+import numpy as np
+import pandas as pd
+import statsmodels.formula.api as smf
+from scipy import stats
+
+PERCENT_METRICS = {"bleu", "chrf", "ter"}
+CELL_KEYS = ["model", "dataset", "plw", "seed"]
+
+
+def collect_scores(frames: list[pd.DataFrame], expected: pd.DataFrame, primary_metric: dict[str, str],
+                   power: float) -> pd.DataFrame:
+    """All evaluation rows, plus one row with status 'missing' for each expected (cell, benchmark) without
+    results, a wp column, the score as a fraction, and the configured primary metric flagged."""
+    scores = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=expected.columns)
+    scores["status"] = "ok"
+    found = scores[["model", "dataset", "plw", "seed", "benchmark"]].drop_duplicates()
+    missing = expected.merge(found, how="left", indicator=True).query("_merge == 'left_only'").drop(columns="_merge")
+    missing = missing.assign(metric=missing["benchmark"].map(primary_metric), status="missing")
+    scores = pd.concat([scores, missing], ignore_index=True)
+    scores["plw"] = scores["plw"].astype("float64")
+    scores["seed"] = scores["seed"].astype("Int64")
+    scores["wp"] = scores["plw"] ** power
+    scores["score"] = scores["value"].where(~scores["metric"].isin(PERCENT_METRICS), scores["value"] / 100)
+    scores["primary"] = scores["metric"] == scores["benchmark"].map(primary_metric)
+    return scores
+
+
+def primary_scores(scores: pd.DataFrame) -> pd.DataFrame:
+    """The primary metric of every fine-tuned cell that has a result (base-model rows have no plw)."""
+    return scores[scores["primary"] & (scores["status"] == "ok") & scores["plw"].notna()].copy()
+
+
+def missing_cells(scores: pd.DataFrame) -> pd.DataFrame:
+    return scores.loc[scores["status"] == "missing", [*CELL_KEYS, "benchmark"]].reset_index(drop=True)
+
+
+def fit_mixed(data: pd.DataFrame, formula: str, reml: bool = False):
+    return smf.mixedlm(formula, data, groups=data["benchmark"]).fit(reml=reml, method=["lbfgs", "powell"])
+
+
+def critical_weight(b1: float, b2: float, power: float) -> tuple[float, str]:
+    """λ = (−b1 / (2·b2))^(1/power) for a concave fit whose vertex lies in [0, 1]; else the best end."""
+    if b2 < 0:
+        vertex = -b1 / (2 * b2)
+        if 0 <= vertex <= 1:
+            return vertex ** (1 / power), "vertex"
+    best_end = 1.0 if b1 + b2 > 0 else 0.0  # fitted gain at wp = 1 over wp = 0
+    return best_end, "grid end"
+
+
+def fit_summary(data: pd.DataFrame, formula: str, power: float) -> dict:
+    """Coefficients (SE, Wald p), the LRT of the formula against the intercept-only model (both ML), and λ."""
+    full = fit_mixed(data, formula)
+    null = fit_mixed(data, formula.split("~")[0] + "~ 1")
+    terms = [name for name in full.fe_params.index if name != "Intercept"]
+    lrt = 2 * (full.llf - null.llf)
+    b1, b2 = full.fe_params[terms[0]], full.fe_params[terms[1]]
+    weight, kind = critical_weight(b1, b2, power)
+    return {
+        "coefficients": pd.DataFrame({"term": full.fe_params.index, "estimate": full.fe_params.values,
+                                      "stderr": full.bse_fe.values, "p_value": full.pvalues[full.fe_params.index].values}),
+        "lrt_statistic": lrt, "lrt_df": len(terms), "lrt_p_value": stats.chi2.sf(lrt, len(terms)),
+        "critical_plw": weight, "critical_kind": kind, "n_observations": len(data),
+    }
+
+
+def bootstrap_critical_weight(data: pd.DataFrame, formula: str, power: float, samples: int,
+                              seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of λ, resampling whole seeds (runs) with replacement within each PLW."""
+    rng = np.random.default_rng(seed)
+    runs = data.groupby(["model", "plw"])
+    weights = []
+    for _ in range(samples):
+        parts = []
+        for _, group in runs:
+            seeds = group["seed"].unique()
+            parts += [group[group["seed"] == chosen] for chosen in rng.choice(seeds, size=len(seeds))]
+        resampled = pd.concat(parts, ignore_index=True)
+        full = fit_mixed(resampled, formula)
+        terms = [name for name in full.fe_params.index if name != "Intercept"]
+        weights.append(critical_weight(full.fe_params[terms[0]], full.fe_params[terms[1]], power)[0])
+    low, high = np.percentile(weights, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def regression_table(scores: pd.DataFrame, formula: str, power: float, bootstrap_samples: int) -> pd.DataFrame:
+    """Table 3, long: one row per (scope, term); per dataset pooled over models, and per (dataset, model)."""
+    data = primary_scores(scores)
+    rows = []
+    scopes = [(dataset, "pooled", group) for dataset, group in data.groupby("dataset")]
+    scopes += [(dataset, model, group) for (dataset, model), group in data.groupby(["dataset", "model"])]
+    for dataset, model, group in scopes:
+        summary = fit_summary(group, formula, power)
+        several_seeds = group["seed"].nunique() > 1
+        low, high = (bootstrap_critical_weight(group, formula, power, bootstrap_samples)
+                     if several_seeds and bootstrap_samples else (np.nan, np.nan))
+        fit_level = {key: value for key, value in summary.items() if key != "coefficients"}
+        for coefficient in summary["coefficients"].to_dict("records"):
+            rows.append({"dataset": dataset, "model": model, **coefficient, **fit_level,
+                         "critical_plw_ci_low": low, "critical_plw_ci_high": high})
+    return pd.DataFrame(rows)
+
+
+def regression_markdown(table: pd.DataFrame, missing: pd.DataFrame, formula: str, power: float) -> str:
+    lines = [f"# Mixed-effects regression (Table 3)\n", f"`{formula}` with a random intercept per benchmark, "
+             f"fitted by maximum likelihood; wp = PLW^{power}. LRT: against the intercept-only model.\n",
+             "| dataset | model | term | estimate | SE | p | LRT χ² (df) | LRT p | critical PLW |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for (dataset, model), fit in table.groupby(["dataset", "model"], sort=False):
+        first = fit.iloc[0]
+        weight = f"{first.critical_plw:.4g}" + (" (grid end)" if first.critical_kind == "grid end" else "")
+        if not np.isnan(first.critical_plw_ci_low):
+            weight += f" [{first.critical_plw_ci_low:.3g}, {first.critical_plw_ci_high:.3g}]"
+        for index, row in enumerate(fit.itertuples()):
+            fit_cells = (f"{first.lrt_statistic:.2f} ({first.lrt_df}) | {first.lrt_p_value:.3g} | {weight}"
+                         if index == 0 else " | | ")
+            lines.append(f"| {dataset} | {model} | {row.term} | {row.estimate:.4f} | {row.stderr:.4f} | "
+                         f"{row.p_value:.3g} | {fit_cells} |")
+    lines.append("\n## Missing cells\n")
+    if missing.empty:
+        lines.append("None: every (cell, benchmark) has a result.")
+    else:
+        lines.append("These evaluations have no result and are left out of the fits, not averaged away:\n")
+        lines.append("| model | dataset | plw | seed | benchmark |\n| --- | --- | --- | --- | --- |")
+        for row in missing.itertuples():
+            plw = "base" if pd.isna(row.plw) else row.plw
+            lines.append(f"| {row.model} | {row.dataset} | {plw} | {row.seed} | {row.benchmark} |")
+    return "\n".join(lines) + "\n"
