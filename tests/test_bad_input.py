@@ -96,3 +96,91 @@ def test_bad_config_is_refused_while_planning(planning_copy, case, config, patte
     assert re.search(pattern, output), f"{case}: error does not match {pattern!r}:\n{output[-3000:]}"
     assert not (planning_copy / "pwned").exists()
     assert not (planning_copy / "results").exists(), "planning must not write results"
+
+
+# ---- cases refused by the job that meets them, before any training ------------------------------------------
+
+def bad_records_config(records) -> tuple[dict, dict]:
+    """A demo config whose dataset file holds `records` (written by the test)."""
+    return with_dataset({"path": "bad.json"}), {"bad.json": json.dumps(records)}
+
+
+GOOD = {"instruction": "Say hi.", "input": "", "output": "hi"}
+# (case id, config, files to write in the workflow copy, target, pattern the error must match)
+RUN_CASES = [
+    ("record not an object", *bad_records_config([GOOD, "just a string"]), "results/data/demo.parquet",
+     r"dataset demo: bad\.json: record 1: not an object"),
+    ("record missing output", *bad_records_config([GOOD, GOOD, {"instruction": "x"}]), "results/data/demo.parquet",
+     r"record 2: missing output"),
+    ("record missing instruction", *bad_records_config([{"output": "x"}]), "results/data/demo.parquet",
+     r"record 0: missing instruction"),
+    ("record with a non-string field", *bad_records_config([GOOD, {**GOOD, "input": 3}]),
+     "results/data/demo.parquet", r"record 1: non-string input"),
+    ("record with an empty completion", *bad_records_config([{**GOOD, "output": "  "}]),
+     "results/data/demo.parquet", r"record 0: empty completion"),
+    ("dataset file is not JSON", with_dataset({"path": "bad.json"}), {"bad.json": "[{"},
+     "results/data/demo.parquet", r"bad\.json: not valid JSON"),
+    ("missing dataset file", with_dataset({"path": "nowhere/data.json"}), {}, "results/data/demo.parquet",
+     r"Missing input files[\s\S]*nowhere/data\.json"),
+    ("missing model directory", with_model("m", {"source": "./no/such/model"}), {},
+     "results/tables/dataset_stats.md", r"Missing input files[\s\S]*no/such/model"),
+    ("unknown benchmark task", with_benchmark(task="demo_capitalz"), {}, "results/prefetch.json",
+     r"benchmark capitals: unknown lm-eval task 'demo_capitalz'; did you mean demo_capitals"),
+    ("model source with a shell command", with_model("m", {"source": "$(touch pwned)"}), {},
+     "results/tables/dataset_stats.md", r"\$\(touch pwned\)"),
+    ("dataset path with a shell command", with_dataset({"path": "x; touch pwned"}), {},
+     "results/data/demo.parquet", r"Missing input files[\s\S]*x; touch pwned"),
+]
+
+
+@pytest.mark.parametrize("case, config, files, target, pattern", RUN_CASES, ids=[case[0] for case in RUN_CASES])
+def test_bad_input_is_refused_by_the_first_job_that_meets_it(workflow_copy, case, config, files, target, pattern):
+    for name, text in files.items():
+        (workflow_copy / name).write_text(text)
+    (workflow_copy / "config" / "bad.yaml").write_text(yaml.safe_dump(config))
+    result = run_snakemake(workflow_copy, target, "--cores", "1", "--configfile", "config/bad.yaml", check=False)
+    logs = "".join(path.read_text(errors="replace") for path in (workflow_copy / "results").rglob("*.log")) \
+        if (workflow_copy / "results").exists() else ""
+    output = result.stdout + result.stderr + logs
+    assert result.returncode != 0, f"{case}: the run succeeded"
+    assert re.search(pattern, output), f"{case}: error does not match {pattern!r}:\n{output[-3000:]}"
+    assert not (workflow_copy / target).exists()
+    assert not list(workflow_copy.rglob("pwned")), f"{case}: a config string ran as a shell command"
+    assert not list((workflow_copy / "results").glob("models/*")) if (workflow_copy / "results").exists() else True
+
+
+def test_bad_records_can_be_dropped_with_counts_in_the_log(workflow_copy):
+    config, files = bad_records_config([GOOD, "x", {"instruction": "y"}, {**GOOD, "output": ""}, GOOD])
+    config["bad_records"] = "drop"
+    (workflow_copy / "bad.json").write_text(files["bad.json"])
+    (workflow_copy / "config" / "bad.yaml").write_text(yaml.safe_dump(config))
+    run_snakemake(workflow_copy, "results/data/demo.parquet", "--cores", "1", "--configfile", "config/bad.yaml")
+    import pandas as pd
+
+    assert len(pd.read_parquet(workflow_copy / "results" / "data" / "demo.parquet")) == 2
+    log = (workflow_copy / "results" / "logs" / "prepare_dataset" / "demo.log").read_text()
+    for line in ("dropped 1 records: empty completion", "dropped 1 records: missing output",
+                 "dropped 1 records: not an object"):
+        assert line in log
+
+
+def test_hf_token_never_reaches_a_log(workflow_copy):
+    secret = "hf_SECRETtoken1234567890"
+    run_snakemake(workflow_copy, "--cores", "1", "--printshellcmds", "results/tables/dataset_stats.md",
+                  env={"HF_TOKEN": secret})
+    for path in [*(workflow_copy / "results").rglob("*"), *(workflow_copy / ".snakemake").rglob("*.log")]:
+        if path.is_file():
+            assert secret not in path.read_text(errors="replace"), path
+
+
+def test_trust_remote_code_is_off_unless_the_config_turns_it_on_for_one_model(planning_copy):
+    config = yaml.safe_load((planning_copy / "config" / "paper.yaml").read_text())
+    config["models"]["llama2-7b"]["trust_remote_code"] = True
+    (planning_copy / "config" / "trusting.yaml").write_text(yaml.safe_dump(config))
+    result = run_snakemake(planning_copy, "-n", "--printshellcmds", "--configfile", "config/trusting.yaml")
+    commands = [line for line in result.stdout.splitlines() if "scripts/evaluate.py" in line]
+    assert commands
+    for command in commands:
+        trusting = "--trust-remote-code" in command
+        assert trusting == ("--model-path results/models/llama2-7b/" in command
+                            or "--model-path meta-llama/Llama-2-7b-hf" in command), command

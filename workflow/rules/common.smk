@@ -20,6 +20,9 @@ os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.enviro
 RESULTS = "results"
 LOGS = f"{RESULTS}/logs"
 CELL = "{model}/{dataset}/plw-{plw}/seed-{seed}"
+# Compute nodes often have no internet: their jobs read the cache that the `prefetch` localrule filled.
+PREFETCHED = f"{RESULTS}/prefetch.json"
+OFFLINE = "HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1"
 
 MODELS = list(config["models"])
 DATASETS = list(config["datasets"])

@@ -5,6 +5,8 @@ rule train:
     input:
         data=training_data_input,
         base=base_model_input,
+        # also checks every benchmark's task and data before the first (expensive) training starts
+        prefetched=ancient(PREFETCHED),
     output:
         model=directory(f"{RESULTS}/models/{CELL}/model"),
         log=f"{RESULTS}/models/{CELL}/train_log.parquet",
@@ -20,7 +22,7 @@ rule train:
         gpus=lambda wildcards, resources: resources.get("gpu", 0),
     threads: 2
     shell:
-        "python scripts/train.py --data {input.data:q} --base-model {params.base:q}"
+        "{OFFLINE} python scripts/train.py --data {input.data:q} --base-model {params.base:q}"
         " --model-spec {params.model_spec:q} --plw {wildcards.plw} --seed {wildcards.seed}"
         " --settings {params.settings:q} --gpus {params.gpus} --checkpoints {params.checkpoints:q}"
         " --output-model {output.model:q} --output-log {output.log:q} > {log:q} 2>&1"

@@ -1,0 +1,116 @@
+"""Fault tolerance of a real Snakemake run of a reduced demo: interrupts, a failing benchmark, --keep-going."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from workflow_runner import REPO, copy_workflow, run_snakemake
+
+pytestmark = pytest.mark.slow
+
+
+def reduced_config(**changes) -> dict:
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["datasets"] = {"demo": config["datasets"]["demo"]}
+    config["plw"] = [0, 1]
+    config["benchmarks"] = {name: {**config["benchmarks"][name], "limit": 8} for name in ("capitals", "opposites")}
+    config["training"] = {**config["training"], "max_steps": 4, "save_steps": 2}
+    config["analysis"] = {**config.get("analysis", {}), "bootstrap_samples": 0}
+    config.update(changes)
+    return config
+
+
+@pytest.fixture
+def reduced(tmp_path) -> Path:
+    workdir = copy_workflow(tmp_path / "workflow")
+    (workdir / "config" / "reduced.yaml").write_text(yaml.safe_dump(reduced_config()))
+    return workdir
+
+
+def planned_jobs(workdir: Path) -> dict[str, int]:
+    """Jobs that a run would execute now, per rule, from the dry run's job-stats table."""
+    output = run_snakemake(workdir, "-n", "--configfile", "config/reduced.yaml").stdout
+    if "Nothing to be done" in output:
+        return {}
+    table = output.split("Job stats:")[1].split("\n\n")[0]
+    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", table, re.M) if rule != "total"}
+
+
+def assert_no_partial_outputs(workdir: Path) -> None:
+    results = workdir / "results"
+    assert not [path for path in results.rglob("*.tmp-*")], "a temporary output was left behind"
+    for path in results.rglob("*.parquet"):
+        pd.read_parquet(path)  # every Parquet under its final name is complete
+
+
+def interrupt_after_first_training(workdir: Path, how: signal.Signals) -> None:
+    """Start the sweep, wait for the first trained model, then interrupt Snakemake (and, for SIGKILL, its jobs)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    process = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", "--configfile",
+                                "config/reduced.yaml"], cwd=workdir, env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    models = workdir / "results" / "models"
+    deadline = time.monotonic() + 600
+    while not list(models.rglob("train_log.parquet")):
+        assert process.poll() is None and time.monotonic() < deadline, "the sweep ended before any training"
+        time.sleep(0.2)
+    if how == signal.SIGINT:
+        process.send_signal(signal.SIGINT)
+    else:
+        os.killpg(process.pid, signal.SIGKILL)  # like a lost login node: Snakemake and its jobs die at once
+    process.wait(timeout=300)
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_interrupted_sweep_resumes_with_only_the_missing_jobs(reduced, how):
+    total = planned_jobs(reduced)
+    interrupt_after_first_training(reduced, how)
+    if how == signal.SIGKILL:
+        run_snakemake(reduced, "--unlock", "--configfile", "config/reduced.yaml")
+    assert_no_partial_outputs(reduced)
+
+    remaining = planned_jobs(reduced)
+    assert 0 < remaining["train"] < total["train"], (total, remaining)
+    assert sum(remaining.values()) < sum(total.values())
+    finished = run_snakemake(reduced, "--cores", "2", "--configfile", "config/reduced.yaml")
+    steps = re.findall(r"(\d+) of (\d+) steps \(100%\) done", finished.stdout + finished.stderr)
+    assert steps and int(steps[-1][1]) == sum(remaining.values())
+    assert planned_jobs(reduced) == {}
+    assert_no_partial_outputs(reduced)
+
+
+def test_failed_benchmark_leaves_the_others_done_and_reruns_alone(reduced):
+    # prefetch checks every benchmark's data before any job; break one benchmark's items after it, so that
+    # only that benchmark's evaluations fail
+    run_snakemake(reduced, "results/prefetch.json", "--cores", "1", "--configfile", "config/reduced.yaml")
+    items = reduced / "resources" / "demo" / "benchmark_items" / "opposites.jsonl"
+    good_items = items.read_text()
+    items.write_text("{not json\n")
+
+    result = run_snakemake(reduced, "--cores", "2", "--keep-going", "--configfile", "config/reduced.yaml",
+                           check=False)
+    assert result.returncode != 0
+    evals = reduced / "results" / "eval" / "tiny-llama"
+    assert len(list(evals.rglob("capitals.parquet"))) == 3  # two cells and the base model
+    assert not list(evals.rglob("opposites.parquet"))
+
+    # --keep-going: scores.parquet is built from what finished and lists the missing cells
+    scores = pd.read_parquet(reduced / "results" / "scores.parquet")
+    missing = scores[scores["status"] == "missing"]
+    assert sorted(missing["benchmark"].unique()) == ["opposites"] and len(missing) == 3
+    assert (scores.loc[scores["status"] == "ok", "benchmark"] == "capitals").all()
+
+    items.write_text(good_items)
+    remaining = planned_jobs(reduced)
+    assert remaining.get("evaluate") == 2 and remaining.get("evaluate_base") == 1
+    assert "train" not in remaining
+    run_snakemake(reduced, "--cores", "2", "--configfile", "config/reduced.yaml")
+    scores = pd.read_parquet(reduced / "results" / "scores.parquet")
+    assert (scores["status"] == "ok").all()
