@@ -19,11 +19,31 @@ args = parser.parse_args()
 
 fetched = {"models": [], "datasets": [], "tasks": []}
 models, datasets = json.loads(args.models), json.loads(args.datasets)
+benchmarks, include_path = json.loads(args.benchmarks), json.loads(args.include_path)
+
+# Task names first: a typo fails in seconds, not after gigabytes of model downloads.
+import sys  # noqa: E402
+
+from plw.evaluate import UnknownTaskError, check_task, load_task, task_manager  # noqa: E402
+
+managers = {}
+for name, spec in benchmarks.items():
+    managers[name] = task_manager(include_path, spec["task"])
+    try:
+        check_task(managers[name], spec["task"], name)
+    except UnknownTaskError as error:
+        sys.exit(f"error: {error}")
+
 if models:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import HfApi, snapshot_download
 
     for name, spec in models.items():
-        snapshot_download(spec["source"], revision=spec.get("revision"))
+        files = HfApi().list_repo_files(spec["source"], revision=spec.get("revision"))
+        # Only one copy of the weights: safetensors where the repository has them.
+        skip = ["*.msgpack", "*.h5", "*.ot", "*.onnx", "original/*"]
+        if any(file.endswith(".safetensors") for file in files):
+            skip += ["*.bin", "*.pth", "*.pt"]
+        snapshot_download(spec["source"], revision=spec.get("revision"), ignore_patterns=skip)
         fetched["models"].append(spec["source"])
 if datasets:
     from datasets import load_dataset
@@ -32,15 +52,8 @@ if datasets:
         load_dataset(spec["hub"], split=spec["split"], revision=spec.get("revision"))
         fetched["datasets"].append(spec["hub"])
 
-from lm_eval.tasks import get_task_dict  # noqa: E402  (heavy; only once the models are in)
-
-from plw.evaluate import check_task, task_manager  # noqa: E402
-
-manager = task_manager(json.loads(args.include_path))
-benchmarks = json.loads(args.benchmarks)
 for name, spec in benchmarks.items():
-    check_task(manager, spec["task"], name)
-get_task_dict(sorted({spec["task"] for spec in benchmarks.values()}), manager)  # downloads the task data
-fetched["tasks"] = sorted({spec["task"] for spec in benchmarks.values()})
+    load_task(managers[name], spec["task"], name)  # builds the task as a job will: downloads its data
+    fetched["tasks"].append(spec["task"])
 write_text(json.dumps(fetched, indent=1), args.output)
 print(json.dumps(fetched, indent=1))

@@ -1,10 +1,5 @@
 """Evaluation: one job per (cell, benchmark) with lm-evaluation-harness, plus the base models' reference rows."""
 
-# Compute nodes often have no internet: jobs read the cache that `prefetch` filled on the login node.
-OFFLINE = "HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1"
-PREFETCHED = f"{RESULTS}/prefetch.json"
-
-
 localrules:
     prefetch,
 
@@ -20,18 +15,12 @@ rule prefetch:
         datasets=as_json({name: spec for name, spec in config["datasets"].items() if "hub" in spec}),
         benchmarks=as_json(config["benchmarks"]),
         include_path=as_json(config["evaluation"]["include_path"]),
+    conda:
+        "../../envs/evaluate.yaml"
     shell:
         "python scripts/prefetch.py --models {params.models:q} --datasets {params.datasets:q}"
         " --benchmarks {params.benchmarks:q} --include-path {params.include_path:q}"
         " --output {output:q} > {log:q} 2>&1"
-
-
-def evaluation_params(model, benchmark):
-    return dict(
-        spec=as_json(config["benchmarks"][benchmark]),
-        settings=as_json(config["evaluation"]),
-        trust_remote_code="--trust-remote-code" if config["models"][model]["trust_remote_code"] else "",
-    )
 
 
 rule evaluate:
@@ -48,9 +37,12 @@ rule evaluate:
                                             plw=float(wildcards.plw), seed=int(wildcards.seed))),
         spec=lambda wildcards: evaluation_params(wildcards.model, wildcards.benchmark)["spec"],
         settings=as_json(config["evaluation"]),
+        offline=OFFLINE,
         trust_remote_code=lambda wildcards: evaluation_params(wildcards.model, wildcards.benchmark)["trust_remote_code"],
+    conda:
+        "../../envs/evaluate.yaml"
     shell:
-        "{OFFLINE} python scripts/evaluate.py --model-path {input.model:q} --local-model --cell {params.cell:q}"
+        "{params.offline} python scripts/evaluate.py --model-path {input.model:q} --local-model --cell {params.cell:q}"
         " --benchmark {wildcards.benchmark} --spec {params.spec:q} --settings {params.settings:q}"
         " {params.trust_remote_code} --output {output.scores:q} --output-json {output.results:q} > {log:q} 2>&1"
 
@@ -67,11 +59,17 @@ rule evaluate_base:
     params:
         model_path=lambda wildcards: base_model(wildcards.model),
         local=lambda wildcards: "--local-model" if base_model_files(wildcards.model) else "",
+        revision=lambda wildcards: (f"--revision {shlex.quote(config['models'][wildcards.model]['revision'])}"
+                                    if "revision" in config["models"][wildcards.model] else ""),
         cell=lambda wildcards: as_json(dict(model=wildcards.model, dataset=None, plw=None, seed=None)),
         spec=lambda wildcards: evaluation_params(wildcards.model, wildcards.benchmark)["spec"],
         settings=as_json(config["evaluation"]),
+        offline=OFFLINE,
         trust_remote_code=lambda wildcards: evaluation_params(wildcards.model, wildcards.benchmark)["trust_remote_code"],
+    conda:
+        "../../envs/evaluate.yaml"
     shell:
-        "{OFFLINE} python scripts/evaluate.py --model-path {params.model_path:q} {params.local} --cell {params.cell:q}"
+        "{params.offline} python scripts/evaluate.py --model-path {params.model_path:q} {params.local} {params.revision}"
+        " --cell {params.cell:q}"
         " --benchmark {wildcards.benchmark} --spec {params.spec:q} --settings {params.settings:q}"
         " {params.trust_remote_code} --output {output.scores:q} --output-json {output.results:q} > {log:q} 2>&1"

@@ -1,0 +1,140 @@
+"""Evaluation jobs as the workflow runs them: scripts/evaluate.py with the real lm-eval on the tiny model and the
+local demo tasks, its tidy Parquet rows, and its refusals before anything heavy loads."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+SETTINGS = {"include_path": ["resources/lm_eval_tasks"], "backend": "hf", "batch_size": 16, "log_samples": False,
+            "bootstrap_iters": 100, "evaluate_base_models": True}
+CELL = {"model": "tiny-llama", "dataset": "demo", "plw": 0.1, "seed": 42}
+BASE = {"model": "tiny-llama", "dataset": None, "plw": None, "seed": None}
+# Each metric's range as lm-eval reports it: accuracies in [0, 1], BLEU and chrF in [0, 100].
+RANGES = {"acc": (0, 1), "acc_norm": (0, 1), "bleu": (0, 100), "chrf": (0, 100)}
+MODEL_LOADED = "Loading weights"  # what transformers prints once the model loads
+
+
+def run_evaluate(model: Path | str, benchmark: str, spec: dict, cell: dict, out: Path, *, local: bool = True):
+    """scripts/evaluate.py as the evaluate rule calls it (from the repository root, offline)."""
+    command = [sys.executable, "scripts/evaluate.py", "--model-path", str(model), "--cell", json.dumps(cell),
+               "--benchmark", benchmark, "--spec", json.dumps(spec), "--settings", json.dumps(SETTINGS),
+               "--output", str(out / f"{benchmark}.parquet"), "--output-json", str(out / f"{benchmark}.json")]
+    if local:
+        command.append("--local-model")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def demo_scores(tiny_model_dir, tmp_path_factory) -> dict[str, pd.DataFrame]:
+    """Every demo benchmark scored once: the cell rows of a fine-tuned model (here the tiny base model)."""
+    out = tmp_path_factory.mktemp("eval")
+    scores = {}
+    for benchmark, spec in DEMO_CONFIG["benchmarks"].items():
+        result = run_evaluate(tiny_model_dir, benchmark, spec, CELL, out)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        scores[benchmark] = out / f"{benchmark}.parquet"
+    return scores
+
+
+def test_rows_have_the_documented_columns_and_types(demo_scores):
+    for path in demo_scores.values():
+        schema = pq.read_schema(path)
+        assert schema.names == ["model", "dataset", "plw", "seed", "benchmark", "task", "metric", "value", "stderr",
+                                "num_fewshot", "n_samples", "lm_eval_version"]
+        kinds = {"string": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+                 "float64": pa.types.is_float64, "int64": pa.types.is_int64}
+        expected = {"model": "string", "dataset": "string", "plw": "float64", "seed": "int64",
+                    "benchmark": "string", "task": "string", "metric": "string", "value": "float64",
+                    "stderr": "float64", "num_fewshot": "int64", "n_samples": "int64", "lm_eval_version": "string"}
+        for name, kind in expected.items():
+            assert kinds[kind](schema.field(name).type), (path.name, name, schema.field(name).type)
+
+
+@pytest.mark.parametrize("benchmark", sorted(DEMO_CONFIG["benchmarks"]))
+def test_every_configured_metric_is_scored_in_range_with_stderr(demo_scores, benchmark):
+    import lm_eval
+
+    spec = DEMO_CONFIG["benchmarks"][benchmark]
+    rows = pd.read_parquet(demo_scores[benchmark])
+    items = (REPO / "resources/demo/benchmark_items" / f"{spec['task'].removeprefix('demo_')}.jsonl")
+    assert spec["metric"] in set(rows["metric"])
+    assert rows["metric"].is_unique
+    for row in rows.itertuples():
+        low, high = RANGES[row.metric]
+        assert low <= row.value <= high, row
+        assert pd.notna(row.stderr) and row.stderr >= 0, row
+        assert (row.model, row.dataset, row.plw, row.seed) == (CELL["model"], CELL["dataset"], CELL["plw"],
+                                                               CELL["seed"])
+        assert (row.benchmark, row.task, row.num_fewshot) == (benchmark, spec["task"], spec["num_fewshot"])
+        assert row.n_samples == len(items.read_text().splitlines())
+        assert row.lm_eval_version == lm_eval.__version__
+
+
+def test_full_lm_eval_results_are_kept_beside_the_rows(demo_scores):
+    path = demo_scores["capitals"]
+    results = json.loads(path.with_suffix(".json").read_text())
+    rows = pd.read_parquet(path)
+    acc_norm = rows.set_index("metric").loc["acc_norm", "value"]
+    assert results["results"]["demo_capitals"]["acc_norm,none"] == pytest.approx(acc_norm)
+    assert results["n-shot"]["demo_capitals"] == 0
+
+
+def test_base_model_rows_have_null_cell_fields(tiny_model_dir, tmp_path):
+    spec = {**DEMO_CONFIG["benchmarks"]["opposites"], "limit": 5}
+    result = run_evaluate(tiny_model_dir, "opposites", spec, BASE, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = pd.read_parquet(tmp_path / "opposites.parquet")
+    assert rows["dataset"].isna().all() and rows["plw"].isna().all() and rows["seed"].isna().all()
+    assert (rows["n_samples"] == 5).all()
+    table = pq.read_table(tmp_path / "opposites.parquet")
+    assert table.column("plw").null_count == len(rows)  # written as Parquet nulls, not NaN
+
+
+def test_missing_model_directory_fails_before_lm_eval_loads(tmp_path):
+    missing = tmp_path / "models" / "never-trained" / "model"
+    result = run_evaluate(missing, "capitals", DEMO_CONFIG["benchmarks"]["capitals"], CELL, tmp_path)
+    assert result.returncode != 0
+    assert f"benchmark capitals: model directory {missing} does not exist" in result.stderr
+    assert MODEL_LOADED not in result.stdout + result.stderr
+    assert not list(tmp_path.glob("capitals.*"))
+
+
+def test_unknown_task_fails_with_suggestions_before_the_model_loads(tiny_model_dir, tmp_path):
+    spec = {"task": "demo_capital", "num_fewshot": 0, "metric": "acc"}
+    result = run_evaluate(tiny_model_dir, "capitals", spec, CELL, tmp_path)
+    assert result.returncode != 0
+    assert "benchmark capitals: unknown lm-eval task 'demo_capital'; did you mean demo_capitals" in result.stderr
+    assert MODEL_LOADED not in result.stdout + result.stderr
+    assert not list(tmp_path.glob("capitals.*"))
+
+
+def test_metric_the_task_does_not_report_fails_before_the_model_loads(tiny_model_dir, tmp_path):
+    spec = {"task": "demo_opposites", "num_fewshot": 0, "metric": "acc_norm"}
+    result = run_evaluate(tiny_model_dir, "opposites", spec, CELL, tmp_path)
+    assert result.returncode != 0
+    assert "task demo_opposites reports no metric 'acc_norm'; it reports acc" in result.stderr
+    assert MODEL_LOADED not in result.stdout + result.stderr
+
+
+def test_prefetch_of_local_tasks_needs_no_network(tmp_path):
+    marker = tmp_path / "prefetch.json"
+    command = [sys.executable, "scripts/prefetch.py", "--models", "{}", "--datasets", "{}",
+               "--benchmarks", json.dumps(DEMO_CONFIG["benchmarks"]),
+               "--include-path", json.dumps(["resources/lm_eval_tasks"]), "--output", str(marker)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    fetched = json.loads(marker.read_text())
+    assert fetched == {"models": [], "datasets": [],
+                       "tasks": [spec["task"] for spec in DEMO_CONFIG["benchmarks"].values()]}

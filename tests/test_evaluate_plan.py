@@ -1,0 +1,101 @@
+"""The evaluation jobs Snakemake plans: the paper's grid against its Table 2, and the demo's 21 jobs."""
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from workflow_runner import copy_workflow, run_snakemake
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The paper's Table 2: benchmark -> (lm-eval task, shots, primary metric, split that is scored).
+TABLE_2 = {
+    "arc_challenge": ("arc_challenge", 25, "acc_norm", "test"),
+    "piqa": ("piqa", 0, "acc_norm", "validation"),
+    "truthfulqa_mc1": ("truthfulqa_mc1", 0, "acc", "validation"),
+    "winogrande": ("winogrande", 5, "acc", "validation"),
+    "wmt14_en_fr": ("plw_wmt14_en_fr", 0, "bleu", "test"),
+    "wmt14_fr_en": ("plw_wmt14_fr_en", 0, "bleu", "test"),
+    "wmt16_en_de": ("plw_wmt16_en_de", 0, "bleu", "test"),
+    "wmt16_de_en": ("plw_wmt16_de_en", 0, "bleu", "test"),
+}
+PAPER_CELLS = 2 * 3 * 10 * 1  # models x datasets x PLW values x seeds
+PAPER_MODELS = 2
+
+
+def evaluation_commands(plan: str) -> list[dict]:
+    """The environment and --flag values of every scripts/evaluate.py command in a `--printshellcmds` plan."""
+    jobs = []
+    for line in plan.splitlines():
+        if "scripts/evaluate.py" not in line:
+            continue
+        words = shlex.split(line.removeprefix("Shell command:").strip())
+        job = {"env": words[:words.index("python")]}
+        for flag, value in zip(words, words[1:]):
+            if flag.startswith("--") and not value.startswith("--"):
+                job[flag] = value
+        jobs.append(job)
+    return jobs
+
+
+def job_counts(plan: str) -> dict[str, int]:
+    table = plan[plan.index("Job stats:"):]
+    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE)}
+
+
+@pytest.fixture(scope="module")
+def planning_copy(tmp_path_factory) -> Path:
+    return copy_workflow(tmp_path_factory.mktemp("evaluate_plan") / "workflow")
+
+
+@pytest.fixture(scope="module")
+def paper_plan(planning_copy) -> str:
+    result = run_snakemake(planning_copy, "-n", "--printshellcmds", "--configfile", "config/paper.yaml")
+    return result.stdout + result.stderr
+
+
+def test_paper_plan_scores_every_cell_and_base_model_on_table_2(paper_plan):
+    jobs = evaluation_commands(paper_plan)
+    assert len(jobs) == (PAPER_CELLS + PAPER_MODELS) * len(TABLE_2)
+    per_benchmark = {benchmark: 0 for benchmark in TABLE_2}
+    for job in jobs:
+        spec = json.loads(job["--spec"])
+        task, shots, metric, _ = TABLE_2[job["--benchmark"]]
+        assert (spec["task"], spec["num_fewshot"], spec["metric"]) == (task, shots, metric), job
+        assert job["env"] == ["HF_HUB_OFFLINE=1", "HF_DATASETS_OFFLINE=1"], job  # compute nodes read the cache
+        per_benchmark[job["--benchmark"]] += 1
+    assert set(per_benchmark.values()) == {PAPER_CELLS + PAPER_MODELS}
+    base_jobs = [job for job in jobs if json.loads(job["--cell"])["plw"] is None]
+    assert len(base_jobs) == PAPER_MODELS * len(TABLE_2)
+    assert all(json.loads(job["--cell"])["dataset"] is None for job in base_jobs)
+
+
+def test_paper_plan_prefetches_before_the_offline_jobs(paper_plan):
+    counts = job_counts(paper_plan)
+    assert counts["prefetch"] == 1
+    prefetch = next(line for line in paper_plan.splitlines() if "scripts/prefetch.py" in line)
+    assert "huggyllama/llama-7b" in prefetch and "meta-llama/Llama-2-7b-hf" in prefetch
+    assert all(task in prefetch for task, *_ in TABLE_2.values())
+
+
+def test_table_2_tasks_score_the_papers_split_and_report_its_metric():
+    """Read from the task YAMLs themselves (lm-eval's and ours), without downloading any data."""
+    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    index = TaskManager(include_path=[str(REPO / "resources" / "lm_eval_tasks")]).task_index
+    for benchmark, (task, shots, metric, split) in TABLE_2.items():
+        config = load_yaml(index[task].yaml_path, resolve_func=False)
+        scored = config.get("test_split") or config.get("validation_split")
+        assert scored == split, benchmark
+        assert metric in [entry["metric"] for entry in config["metric_list"]], benchmark
+        if "num_fewshot" in config:  # a task that fixes its shots (TruthfulQA's built-in 6-example prompt)
+            assert config["num_fewshot"] == shots, benchmark
+
+
+def test_demo_plan_has_21_evaluation_jobs(planning_copy):
+    plan = run_snakemake(planning_copy, "-n").stdout
+    counts = job_counts(plan)
+    assert counts["evaluate"] == 6 * 3 and counts["evaluate_base"] == 3
