@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_PARTS = ("Snakefile", "workflow", "scripts", "resources", "config", "profiles")
+WORKFLOW_PARTS = ("Snakefile", "workflow", "scripts", "resources", "config", "profiles", "envs")
 
 
 def copy_workflow(destination: Path) -> Path:

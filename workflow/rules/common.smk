@@ -15,7 +15,12 @@ from plw.grid import format_plw  # noqa: E402  (light: no torch at parse time)
 
 # Scripts run as `python scripts/X.py`: find the interpreter that runs Snakemake first (a --sdm conda
 # environment, activated per job, still comes before it).
-os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+envvars:
+    "PATH",
+
+
+SEARCH_PATH = os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])
+os.environ["PATH"] = SEARCH_PATH
 
 RESULTS = "results"
 LOGS = f"{RESULTS}/logs"
@@ -139,6 +144,36 @@ def all_eval_results():
 def as_json(value):
     """Config sections travel to scripts as one JSON argument (quoted with :q in every shell command)."""
     return json.dumps(value, sort_keys=True)
+
+
+# ---- input functions and parameters of single rules -------------------------------------------------
+
+
+def dataset_file(wildcards):
+    """The file a dataset is normalized from: its verified download or its local path (none for Hub ids)."""
+    spec = config["datasets"][wildcards.dataset]
+    if "url" in spec:
+        return f"{RESULTS}/downloads/{wildcards.dataset}.json"
+    return spec.get("path", [])
+
+
+def evaluation_params(model, benchmark):
+    return dict(
+        spec=as_json(config["benchmarks"][benchmark]),
+        settings=as_json(config["evaluation"]),
+        trust_remote_code="--trust-remote-code" if config["models"][model]["trust_remote_code"] else "",
+    )
+
+
+def expected_evaluations():
+    """Every evaluation result of the grid, with its cell, for collect_scores to find or list as missing."""
+    rows = [dict(path=eval_result(benchmark, **cell), **cell, benchmark=benchmark)
+            for cell in cells() for benchmark in BENCHMARKS]
+    rows = [{**row, "plw": float(row["plw"]), "seed": int(row["seed"])} for row in rows]
+    if config["evaluation"]["evaluate_base_models"]:
+        rows += [dict(path=base_eval_result(model, benchmark), model=model, dataset=None, plw=None, seed=None,
+                      benchmark=benchmark) for model in MODELS for benchmark in BENCHMARKS]
+    return rows
 
 
 # ---- final targets -----------------------------------------------------------------------------------

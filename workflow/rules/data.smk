@@ -12,14 +12,6 @@ localrules:
     dataset_stats,
 
 
-def dataset_file(wildcards):
-    """The file a dataset is normalized from: its verified download or its local path (none for Hub ids)."""
-    spec = config["datasets"][wildcards.dataset]
-    if "url" in spec:
-        return f"{RESULTS}/downloads/{wildcards.dataset}.json"
-    return spec.get("path", [])
-
-
 rule download_dataset:
     output:
         f"{RESULTS}/downloads/{{dataset}}.json",
@@ -28,6 +20,8 @@ rule download_dataset:
     params:
         url=lambda wildcards: config["datasets"][wildcards.dataset]["url"],
         git_blob=lambda wildcards: config["datasets"][wildcards.dataset]["git_blob"],
+    conda:
+        "../../envs/data.yaml"
     shell:
         "python scripts/download_dataset.py --url {params.url:q} --git-blob {params.git_blob:q}"
         " --output {output:q} > {log:q} 2>&1"
@@ -44,6 +38,8 @@ rule prepare_dataset:
         spec=lambda wildcards: as_json(config["datasets"][wildcards.dataset]),
         file=lambda wildcards, input: f"--file {shlex.quote(input[0])}" if input else "",
         bad_records=config["bad_records"],
+    conda:
+        "../../envs/data.yaml"
     shell:
         "python scripts/prepare_dataset.py --name {wildcards.dataset} --spec {params.spec:q} {params.file}"
         " --bad-records {params.bad_records:q} --output {output:q} > {log:q} 2>&1"
@@ -60,6 +56,8 @@ rule derive_short:
     params:
         tokenizer=lambda wildcards: base_model(wildcards.model),
         model_spec=lambda wildcards: as_json(config["models"][wildcards.model]),
+    conda:
+        "../../envs/data.yaml"
     shell:
         "python scripts/derive_short.py --input {input.data:q} --tokenizer {params.tokenizer:q}"
         " --model-spec {params.model_spec:q} --output {output:q} > {log:q} 2>&1"
@@ -74,6 +72,8 @@ rule build_base_model:
         f"{LOGS}/build_base_model/{{model}}.log",
     params:
         settings=as_json(config["tiny_llama"]),
+    conda:
+        "../../envs/data.yaml"
     shell:
         "python scripts/build_base_model.py --corpus {input:q} --settings {params.settings:q}"
         " --output {output:q} > {log:q} 2>&1"
@@ -93,6 +93,8 @@ rule dataset_stats:
         cells=as_json([dict(model=model, dataset=dataset, path=training_data(model, dataset),
                             tokenizer=base_model(model), **config["models"][model])
                        for model in MODELS for dataset in DATASETS]),
+    conda:
+        "../../envs/data.yaml"
     shell:
         "python scripts/dataset_stats.py --items {params.cells:q} --parquet {output.parquet:q}"
         " --markdown {output.markdown:q} > {log:q} 2>&1"

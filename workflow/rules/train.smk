@@ -20,9 +20,12 @@ rule train:
         model_spec=lambda wildcards: as_json(config["models"][wildcards.model]),
         settings=as_json(config["training"]),
         gpus=lambda wildcards, resources: resources.get("gpu", 0),
+        offline=OFFLINE,
     threads: 2
+    conda:
+        "../../envs/train.yaml"
     shell:
-        "{OFFLINE} python scripts/train.py --data {input.data:q} --base-model {params.base:q}"
+        "{params.offline} python scripts/train.py --data {input.data:q} --base-model {params.base:q}"
         " --model-spec {params.model_spec:q} --plw {wildcards.plw} --seed {wildcards.seed}"
         " --settings {params.settings:q} --gpus {params.gpus} --checkpoints {params.checkpoints:q}"
         " --output-model {output.model:q} --output-log {output.log:q} > {log:q} 2>&1"

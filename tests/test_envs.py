@@ -1,0 +1,35 @@
+"""The conda environments (envs/*.yaml, for --sdm conda) pin the same versions as requirements.txt."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def requirement_pins() -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        requirement = line.split("#")[0].strip()
+        if requirement:
+            name, _, version = requirement.partition("==")
+            assert version, f"requirements.txt: {requirement!r} is not pinned with =="
+            pins[name.lower()] = version
+    return pins
+
+
+@pytest.mark.parametrize("env_file", sorted((REPO / "envs").glob("*.yaml")), ids=lambda path: path.stem)
+def test_conda_env_pins_match_requirements(env_file):
+    pins = requirement_pins()
+    environment = yaml.safe_load(env_file.read_text())
+    pip_section = next(item["pip"] for item in environment["dependencies"] if isinstance(item, dict))
+    assert pip_section
+    for requirement in pip_section:
+        name, _, version = requirement.partition("==")
+        assert name.lower() in pins, f"{env_file.name}: {name} is not in requirements.txt"
+        assert version == pins[name.lower()], f"{env_file.name}: {name}=={version}, requirements.txt pins {pins[name.lower()]}"
+
+
+def test_every_rule_family_has_an_environment():
+    assert {path.stem for path in (REPO / "envs").glob("*.yaml")} == {"data", "train", "evaluate", "analysis"}
