@@ -22,7 +22,9 @@ def read_records(path: str | Path) -> list:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        return pd.read_parquet(path).to_dict("records")
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()  # keeps nulls as None and integers as int (pandas would not)
     text = path.read_text(encoding="utf-8")
     if suffix == ".jsonl":
         records = []
