@@ -1,5 +1,6 @@
 """Fault tolerance of a real Snakemake run of a reduced demo: interrupts, a failing benchmark, --keep-going."""
 
+import base64
 import os
 import re
 import signal
@@ -50,6 +51,12 @@ def assert_no_partial_outputs(workdir: Path) -> None:
         pd.read_parquet(path)  # every Parquet under its final name is complete
 
 
+def finished_by_snakemake(workdir: Path, output: Path) -> bool:
+    """Snakemake records an output's metadata (under its path in base64) once the job that made it finished."""
+    name = base64.b64encode(str(output.relative_to(workdir)).encode()).decode()
+    return (workdir / ".snakemake" / "metadata" / name).exists()
+
+
 def interrupt_after_first_training(workdir: Path, how: signal.Signals) -> None:
     """Start the sweep, wait for the first trained model, then interrupt Snakemake (and, for SIGKILL, its jobs)."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -58,7 +65,7 @@ def interrupt_after_first_training(workdir: Path, how: signal.Signals) -> None:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     models = workdir / "results" / "models"
     deadline = time.monotonic() + 600
-    while not list(models.rglob("train_log.parquet")):
+    while not any(finished_by_snakemake(workdir, log) for log in models.rglob("train_log.parquet")):
         assert process.poll() is None and time.monotonic() < deadline, "the sweep ended before any training"
         time.sleep(0.2)
     if how == signal.SIGINT:

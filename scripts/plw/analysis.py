@@ -11,13 +11,17 @@ from scipy import stats
 
 PERCENT_METRICS = {"bleu", "chrf", "ter"}
 CELL_KEYS = ["model", "dataset", "plw", "seed"]
+REGRESSION_COLUMNS = ["dataset", "model", "term", "estimate", "stderr", "p_value", "lrt_statistic", "lrt_df",
+                      "lrt_p_value", "critical_plw", "critical_kind", "n_observations", "critical_plw_ci_low",
+                      "critical_plw_ci_high", "note"]
 
 
 def collect_scores(frames: list[pd.DataFrame], expected: pd.DataFrame, primary_metric: dict[str, str],
                    power: float) -> pd.DataFrame:
     """All evaluation rows, plus one row with status 'missing' for each expected (cell, benchmark) without
     results, a wp column, the score as a fraction, and the configured primary metric flagged."""
-    scores = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=expected.columns)
+    scores = (pd.concat(frames, ignore_index=True) if frames
+              else pd.DataFrame(columns=[*expected.columns, "metric", "value", "stderr"]))
     scores["status"] = "ok"
     found = scores[["model", "dataset", "plw", "seed", "benchmark"]].drop_duplicates()
     missing = expected.merge(found, how="left", indicator=True).query("_merge == 'left_only'").drop(columns="_merge")
@@ -40,8 +44,25 @@ def missing_cells(scores: pd.DataFrame) -> pd.DataFrame:
     return scores.loc[scores["status"] == "missing", [*CELL_KEYS, "benchmark"]].reset_index(drop=True)
 
 
+class FitError(ValueError):
+    """No optimizer found a finite maximum of the likelihood."""
+
+
 def fit_mixed(data: pd.DataFrame, formula: str, reml: bool = False):
-    return smf.mixedlm(formula, data, groups=data["benchmark"]).fit(reml=reml, method=["lbfgs", "powell"])
+    """MixedLM with a random intercept per benchmark. L-BFGS alone can stop at a singular Hessian or report
+    llf = +inf with zero group variance, so each optimizer is tried in turn until one gives a finite fit."""
+    model = smf.mixedlm(formula, data, groups=data["benchmark"])
+    problems = []
+    for method in ("bfgs", "lbfgs", "powell"):
+        try:
+            result = model.fit(reml=reml, method=[method])
+        except (np.linalg.LinAlgError, ValueError) as error:
+            problems.append(f"{method}: {error}")
+            continue
+        if np.isfinite(result.llf) and np.all(np.isfinite(result.bse_fe)):
+            return result
+        problems.append(f"{method}: llf {result.llf}")
+    raise FitError(f"{formula!r} on {len(data)} scores: no finite fit ({'; '.join(problems)})")
 
 
 def critical_weight(b1: float, b2: float, power: float) -> tuple[float, str]:
@@ -56,6 +77,8 @@ def critical_weight(b1: float, b2: float, power: float) -> tuple[float, str]:
 
 def fit_summary(data: pd.DataFrame, formula: str, power: float) -> dict:
     """Coefficients (SE, Wald p), the LRT of the formula against the intercept-only model (both ML), and λ."""
+    if data["plw"].nunique() < 3:
+        raise FitError(f"a quadratic in wp needs at least 3 PLW values; this scope has {data['plw'].nunique()}")
     full = fit_mixed(data, formula)
     null = fit_mixed(data, formula.split("~")[0] + "~ 1")
     terms = [name for name in full.fe_params.index if name != "Intercept"]
@@ -82,9 +105,14 @@ def bootstrap_critical_weight(data: pd.DataFrame, formula: str, power: float, sa
             seeds = group["seed"].unique()
             parts += [group[group["seed"] == chosen] for chosen in rng.choice(seeds, size=len(seeds))]
         resampled = pd.concat(parts, ignore_index=True)
-        full = fit_mixed(resampled, formula)
+        try:
+            full = fit_mixed(resampled, formula)
+        except FitError:  # a degenerate resample says nothing about λ; the interval uses the others
+            continue
         terms = [name for name in full.fe_params.index if name != "Intercept"]
         weights.append(critical_weight(full.fe_params[terms[0]], full.fe_params[terms[1]], power)[0])
+    if not weights:
+        return np.nan, np.nan
     low, high = np.percentile(weights, [2.5, 97.5])
     return float(low), float(high)
 
@@ -96,15 +124,20 @@ def regression_table(scores: pd.DataFrame, formula: str, power: float, bootstrap
     scopes = [(dataset, "pooled", group) for dataset, group in data.groupby("dataset")]
     scopes += [(dataset, model, group) for (dataset, model), group in data.groupby(["dataset", "model"])]
     for dataset, model, group in scopes:
-        summary = fit_summary(group, formula, power)
+        try:
+            summary = fit_summary(group, formula, power)
+        except FitError as error:  # one scope that cannot be fitted must not hide the others
+            rows.append({"dataset": dataset, "model": model, "n_observations": len(group),
+                         "note": f"not estimable: {error}"})
+            continue
         several_seeds = group["seed"].nunique() > 1
         low, high = (bootstrap_critical_weight(group, formula, power, bootstrap_samples)
                      if several_seeds and bootstrap_samples else (np.nan, np.nan))
         fit_level = {key: value for key, value in summary.items() if key != "coefficients"}
         for coefficient in summary["coefficients"].to_dict("records"):
             rows.append({"dataset": dataset, "model": model, **coefficient, **fit_level,
-                         "critical_plw_ci_low": low, "critical_plw_ci_high": high})
-    return pd.DataFrame(rows)
+                         "critical_plw_ci_low": low, "critical_plw_ci_high": high, "note": ""})
+    return pd.DataFrame(rows, columns=REGRESSION_COLUMNS)
 
 
 def regression_markdown(table: pd.DataFrame, missing: pd.DataFrame, formula: str, power: float) -> str:
@@ -114,6 +147,9 @@ def regression_markdown(table: pd.DataFrame, missing: pd.DataFrame, formula: str
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for (dataset, model), fit in table.groupby(["dataset", "model"], sort=False):
         first = fit.iloc[0]
+        if first.note:
+            lines.append(f"| {dataset} | {model} | | | | | | | {first.note} |")
+            continue
         weight = f"{first.critical_plw:.4g}" + (" (grid end)" if first.critical_kind == "grid end" else "")
         if not np.isnan(first.critical_plw_ci_low):
             weight += f" [{first.critical_plw_ci_low:.3g}, {first.critical_plw_ci_high:.3g}]"

@@ -24,7 +24,7 @@ def fitted_curves(regression: pd.DataFrame) -> pd.DataFrame:
     grid = np.linspace(0, 1, 101)
     curves = []
     for (dataset, model), fit in regression.groupby(["dataset", "model"]):
-        if model == "pooled":
+        if model == "pooled" or fit["note"].iloc[0]:  # the pooled fit has no colour; unfitted scopes no curve
             continue
         beta = fit.set_index("term")["estimate"]
         terms = [t for t in beta.index if t != "Intercept"]

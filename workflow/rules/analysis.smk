@@ -7,17 +7,6 @@ localrules:
     make_figures,
 
 
-def expected_evaluations():
-    """Every evaluation result of the grid, with its cell, for collect_scores to find or list as missing."""
-    rows = [dict(path=eval_result(benchmark, **cell), **cell, benchmark=benchmark)
-            for cell in cells() for benchmark in BENCHMARKS]
-    rows = [{**row, "plw": float(row["plw"]), "seed": int(row["seed"])} for row in rows]
-    if config["evaluation"]["evaluate_base_models"]:
-        rows += [dict(path=base_eval_result(model, benchmark), model=model, dataset=None, plw=None, seed=None,
-                      benchmark=benchmark) for model in MODELS for benchmark in BENCHMARKS]
-    return rows
-
-
 rule collect_scores:
     input:
         all_eval_results(),
@@ -29,6 +18,8 @@ rule collect_scores:
         expected=as_json(expected_evaluations()),
         benchmarks=as_json(config["benchmarks"]),
         power=config["analysis"]["wp_power"],
+    conda:
+        "../../envs/analysis.yaml"
     shell:
         "python scripts/collect_scores.py --expected {params.expected:q} --benchmarks {params.benchmarks:q}"
         " --wp-power {params.power} --output {output:q} > {log:q} 2>&1"
@@ -46,6 +37,8 @@ rule fit_regression:
         formula=config["analysis"]["formula"],
         power=config["analysis"]["wp_power"],
         bootstrap=config["analysis"]["bootstrap_samples"],
+    conda:
+        "../../envs/analysis.yaml"
     shell:
         "python scripts/fit_regression.py --scores {input:q} --formula {params.formula:q} --wp-power {params.power}"
         " --bootstrap-samples {params.bootstrap} --parquet {output.parquet:q} --markdown {output.markdown:q}"
@@ -65,6 +58,8 @@ rule make_figures:
         f"{LOGS}/make_figures/make_figures.log",
     params:
         power=config["analysis"]["wp_power"],
+    conda:
+        "../../envs/analysis.yaml"
     shell:
         "python scripts/make_figures.py --scores {input.scores:q} --regression {input.regression:q}"
         " --wp-power {params.power} --aggregate {output.aggregate:q} --benchmarks {output.benchmarks:q}"
@@ -87,5 +82,9 @@ onerror:
              "--wp-power", str(config["analysis"]["wp_power"]), "--output", f"{RESULTS}/scores.parquet"],
             check=False,
         )
+        # Dated 1970, so the next run sees it as older than its inputs and rebuilds it with the missing
+        # evaluations, instead of taking this partial table as up to date.
+        if os.path.exists(f"{RESULTS}/scores.parquet"):
+            os.utime(f"{RESULTS}/scores.parquet", (1, 1))  # 0 would read as "no time"
         print(f"--keep-going: {RESULTS}/scores.parquet was built from the evaluations that finished; "
               "its rows with status 'missing' list the rest.")
