@@ -101,7 +101,8 @@ def main(args) -> None:
     )
     trainer = PromptLossWeightTrainer(
         model=model, args=training_args, train_dataset=train_dataset,
-        data_collator=WeightedCollator(tokenizer.pad_token_id, packing=settings["packing"]),
+        data_collator=WeightedCollator(tokenizer.pad_token_id, packing=settings["packing"],
+                                      row_length=settings["max_length"]),
         loss_normalization=settings["loss_normalization"], loss_chunk_size=settings["loss_chunk_size"])
 
     checkpoint = get_last_checkpoint(args.checkpoints) if os.path.isdir(args.checkpoints) else None

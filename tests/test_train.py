@@ -134,6 +134,21 @@ def test_packed_and_padded_batches_give_the_same_loss(model_and_tokenizer, demo_
     assert torch.allclose(losses[0], losses[1], rtol=1e-5), losses
 
 
+def test_packing_into_several_rows_gives_the_padded_loss(model_and_tokenizer, demo_records, tmp_path):
+    model, tokenizer = model_and_tokenizer
+    examples = [tokenize_record(r, tokenizer, 0.1, 128) for r in demo_records[:12]]
+    trainer = make_trainer(model, tmp_path / "a", per_device=12, accumulation=1, pad_token_id=tokenizer.pad_token_id)
+    row_length = max(len(example["input_ids"]) for example in examples) + 8  # forces several rows
+    packer = WeightedCollator(tokenizer.pad_token_id, packing=True, row_length=row_length)
+    padded, packed = trainer.data_collator(examples), packer(examples)
+    assert 1 < packed["input_ids"].shape[0] < len(examples) and packed["input_ids"].shape[1] <= row_length
+    assert int(packed["num_real_tokens"]) == int(padded["attention_mask"].sum())
+    with torch.no_grad():
+        losses = [loss_of(trainer, batch, trainer._get_num_items_in_batch([batch], torch.device("cpu")))
+                  for batch in (padded, packed)]
+    assert torch.allclose(losses[0], losses[1], rtol=1e-5), losses
+
+
 # ---- the train script: resume after a kill, refusal of a bad PLW ------------------------------------------
 
 def train_command(tmp_path: Path, data: Path, base: Path, name: str, settings: dict, plw: str = "0.1") -> list:

@@ -12,11 +12,13 @@ def _chunk_loss(hidden: torch.Tensor, head_weight: torch.Tensor, targets: torch.
 
 
 def weighted_token_loss_sum(hidden: torch.Tensor, head_weight: torch.Tensor, input_ids: torch.Tensor,
-                            weights: torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
+                            weights: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
     """Σ w·ℓ over next-token predictions: hidden[:, t] predicts input_ids[:, t+1] with weight weights[:, t+1].
 
-    Each chunk's logits are recomputed in the backward pass (activation checkpointing), so peak memory holds
-    one chunk of logits instead of all of them.
+    Each chunk's logits but the last are recomputed in the backward pass (activation checkpointing), so peak
+    memory holds one chunk of logits instead of all of them. The last chunk is not checkpointed: the backward
+    pass starts with it, so keeping it costs no extra peak and saves its recomputation (all of it when the
+    micro-batch fits one chunk).
     """
     hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])
     targets = input_ids[:, 1:].reshape(-1)
@@ -24,8 +26,12 @@ def weighted_token_loss_sum(hidden: torch.Tensor, head_weight: torch.Tensor, inp
     keep = weights != 0
     hidden, targets, weights = hidden[keep], targets[keep], weights[keep]
     total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, targets.shape[0], chunk_size):
+    starts = range(0, targets.shape[0], chunk_size)
+    for start in starts:
         end = start + chunk_size
-        total = total + checkpoint(_chunk_loss, hidden[start:end], head_weight, targets[start:end],
-                                   weights[start:end], use_reentrant=False)
+        chunk = (hidden[start:end], head_weight, targets[start:end], weights[start:end])
+        if start == starts[-1]:
+            total = total + _chunk_loss(*chunk)
+        else:
+            total = total + checkpoint(_chunk_loss, *chunk, use_reentrant=False)
     return total

@@ -14,50 +14,68 @@ from plw.loss import weighted_token_loss_sum
 
 
 class WeightedCollator:
-    """Batches of tokenized records. packing=True concatenates them into one row with restarted position_ids
-    (the attention then never crosses sequences) and zeroes the weight of each sequence's first label."""
+    """Micro-batches of tokenized records, each token with its loss weight.
 
-    def __init__(self, pad_token_id: int, packing: bool):
+    packing=False pads every record to the longest (with an attention mask), as Alpaca does. packing=True
+    packs the records first-fit-decreasing into rows of at most `row_length` tokens with restarted
+    position_ids: the attention then never crosses sequences (Transformers reads the boundaries from the
+    positions), attention costs each row's length squared instead of the whole batch's, and the weight of
+    each sequence's first label is zeroed (it would be predicted from the previous sequence). Rows are padded
+    to the longest row; the padding forms a block of its own with weight 0.
+    """
+
+    def __init__(self, pad_token_id: int, packing: bool, row_length: int = 512):
         self.pad_token_id = pad_token_id
         self.packing = packing
+        self.row_length = row_length
 
     def __call__(self, examples: list[dict]) -> dict:
+        rows = self.pack_rows(examples) if self.packing else [[example] for example in examples]
+        longest = max(sum(len(example["input_ids"]) for example in row) for row in rows)
+        input_ids = torch.full((len(rows), longest), self.pad_token_id, dtype=torch.long)
+        position_ids = torch.zeros((len(rows), longest), dtype=torch.long)
+        weights = torch.zeros((len(rows), longest), dtype=torch.float32)
+        for row_index, row in enumerate(rows):
+            start = 0
+            for example in row:
+                end = start + len(example["input_ids"])
+                input_ids[row_index, start:end] = torch.tensor(example["input_ids"])
+                position_ids[row_index, start:end] = torch.arange(end - start)
+                weights[row_index, start:end] = torch.tensor(example["loss_weights"], dtype=torch.float32)
+                if self.packing:
+                    weights[row_index, start] = 0.0
+                start = end
+            position_ids[row_index, start:] = torch.arange(longest - start)
+        batch = {"input_ids": input_ids, "loss_weights": weights,
+                 "num_real_tokens": torch.tensor(sum(len(example["input_ids"]) for example in examples))}
         if self.packing:
-            return self.pack(examples)
-        return self.pad(examples)
+            batch["position_ids"] = position_ids
+        else:
+            batch["attention_mask"] = (torch.arange(longest) < torch.tensor(
+                [[len(row[0]["input_ids"])] for row in rows])).long()
+        return batch
 
-    def pad(self, examples: list[dict]) -> dict:
-        longest = max(len(example["input_ids"]) for example in examples)
-        input_ids = torch.full((len(examples), longest), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(examples), longest), dtype=torch.long)
-        weights = torch.zeros((len(examples), longest), dtype=torch.float32)
-        for row, example in enumerate(examples):
+    def pack_rows(self, examples: list[dict]) -> list[list[dict]]:
+        rows, room = [], []
+        for example in sorted(examples, key=lambda example: len(example["input_ids"]), reverse=True):
             length = len(example["input_ids"])
-            input_ids[row, :length] = torch.tensor(example["input_ids"])
-            attention_mask[row, :length] = 1
-            weights[row, :length] = torch.tensor(example["loss_weights"])
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "loss_weights": weights}
-
-    def pack(self, examples: list[dict]) -> dict:
-        input_ids, position_ids, weights = [], [], []
-        for example in examples:
-            length = len(example["input_ids"])
-            input_ids += example["input_ids"]
-            position_ids += range(length)
-            weights += [0.0] + list(example["loss_weights"][1:])
-        return {"input_ids": torch.tensor([input_ids]), "position_ids": torch.tensor([position_ids]),
-                "loss_weights": torch.tensor([weights], dtype=torch.float32)}
+            fitting = next((index for index, free in enumerate(room) if length <= free), None)
+            if fitting is None:
+                rows.append([example])
+                room.append(max(self.row_length, length) - length)
+            else:
+                rows[fitting].append(example)
+                room[fitting] -= length
+        return rows
 
 
 def real_tokens(batch: dict) -> int:
-    """Tokens that are not padding (a packed batch has none)."""
-    if "attention_mask" in batch:
-        return int(batch["attention_mask"].sum())
-    return batch["input_ids"].numel()
+    """Tokens of the records in a micro-batch, without padding."""
+    return int(batch["num_real_tokens"])
 
 
 class PromptLossWeightTrainer(Trainer):
-    def __init__(self, *args, loss_normalization: str = "global", loss_chunk_size: int = 4096, **kwargs):
+    def __init__(self, *args, loss_normalization: str = "global", loss_chunk_size: int = 1024, **kwargs):
         super().__init__(*args, **kwargs)
         if loss_normalization not in ("global", "micro_batch"):
             raise ValueError(f"loss_normalization must be 'global' or 'micro_batch', not {loss_normalization!r}")
@@ -87,7 +105,9 @@ class PromptLossWeightTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         weights = inputs.pop("loss_weights")
-        outputs = model(**inputs, logits_to_keep=1)
+        inputs.pop("num_real_tokens", None)  # bookkeeping of the collator, no model input
+        # use_cache=False: with a cache Transformers would not read packed sequences from position_ids
+        outputs = model(**inputs, logits_to_keep=1, use_cache=False)
         loss_sum = weighted_token_loss_sum(self._captured.pop("hidden"), self._lm_head.weight,
                                            inputs["input_ids"], weights, self.loss_chunk_size)
         if num_items_in_batch is None:
