@@ -29,6 +29,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
+from machine import describe  # noqa: E402
 from plw.loss import weighted_token_loss_sum  # noqa: E402
 
 
@@ -85,19 +86,6 @@ def in_subprocess(variant: str, args, vocab: int) -> dict:
     return json.loads(output.strip().splitlines()[-1])
 
 
-def machine(device: str) -> str:
-    if device.startswith("cuda"):
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = "cpu"
-        try:
-            name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-        except (OSError, StopIteration):
-            pass
-        name += f", {torch.get_num_threads()} torch threads"
-    return f"{name}; torch {torch.__version__}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -125,7 +113,7 @@ def main() -> None:
 
     cuda = args.device.startswith("cuda")
     variants = ["naive"] + [f"chunked:{size}" for size in args.chunk_sizes.split(",")]
-    print(f"machine: {machine(args.device)}")
+    print(f"machine: {describe(args.device)}")
     print(f"inputs: {args.tokens} predictions, hidden {args.hidden}, {args.dtype}; memory = peak minus inputs and "
           f"their gradients ({'max_memory_allocated' if cuda else 'ru_maxrss of a subprocess per variant'})")
     for vocab in (int(v) for v in args.vocabs.split(",")):

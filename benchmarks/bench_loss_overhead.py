@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_throughput import PRESETS, build_model, machine  # noqa: E402
+from bench_throughput import PRESETS, build_model  # noqa: E402
+from machine import describe  # noqa: E402
 from plw.trainer import PromptLossWeightTrainer  # noqa: E402
 
 IGNORE_INDEX = -100
@@ -107,7 +108,7 @@ def main() -> None:
     median = {name: statistics.median(values) for name, values in times.items()}
     params = sum(p.numel() for p in model.parameters())
     tokens = args.batch * args.seq_len
-    print(f"machine: {machine(args.device)}")
+    print(f"machine: {describe(args.device)}")
     print(f"model: {args.preset} LLaMA, {params / 1e6:.1f}M parameters, vocab {vocab}, {args.dtype}, attn {args.attn}")
     print(f"batch: {args.batch} x {args.seq_len} tokens, no padding; {args.repeats} repetitions after {args.warmup} "
           f"warm-up, alternating; medians")

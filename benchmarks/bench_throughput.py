@@ -22,8 +22,6 @@ same order, so every optimizer step holds the same real tokens. Target: ratio >=
 import argparse
 import copy
 import math
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -34,6 +32,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
+from machine import describe  # noqa: E402
 from plw.trainer import PromptLossWeightTrainer, WeightedCollator  # noqa: E402
 
 IGNORE_INDEX = -100
@@ -44,21 +43,6 @@ PRESETS = {
     "1b": dict(vocab_size=32000, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
                num_attention_heads=32, num_key_value_heads=8),
 }
-
-
-def machine(device: str) -> str:
-    import transformers
-
-    if device.startswith("cuda"):
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = platform.processor() or platform.machine()
-        try:
-            name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-        except (OSError, StopIteration):
-            pass
-        name += f", {torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs"
-    return f"{name}; torch {torch.__version__}, transformers {transformers.__version__}"
 
 
 def synthetic_records(count: int, vocab: int, max_length: int, plw: float, seed: int, median: float = 50,
@@ -241,7 +225,7 @@ def main() -> None:
         print(f"warning: the two sides saw different real tokens ({tokens['packed']} vs {tokens['padded']})")
     rate = {name: tokens[name] / times[name] for name in sides}
     real_per_round = tokens["padded"] // args.rounds
-    print(f"machine: {machine(args.device)}")
+    print(f"machine: {describe(args.device)}")
     print(f"model: {args.preset} LLaMA, {params / 1e6:.1f}M parameters, {args.dtype}, attn {args.attn}, "
           f"device {args.device}")
     print(f"data: {args.records_per_step} records per step in micro-batches of {args.packed_micro_batch} (ours) and "
