@@ -101,30 +101,32 @@ def test_base_model_rows_have_null_cell_fields(tiny_model_dir, tmp_path):
     assert table.column("plw").null_count == len(rows)  # written as Parquet nulls, not NaN
 
 
+def assert_refused_before_the_model_loads(result, message: str, out: Path, benchmark: str) -> None:
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert MODEL_LOADED not in result.stdout + result.stderr
+    assert not list(out.glob(f"{benchmark}.*"))
+
+
 def test_missing_model_directory_fails_before_lm_eval_loads(tmp_path):
     missing = tmp_path / "models" / "never-trained" / "model"
     result = run_evaluate(missing, "capitals", DEMO_CONFIG["benchmarks"]["capitals"], CELL, tmp_path)
-    assert result.returncode != 0
-    assert f"benchmark capitals: model directory {missing} does not exist" in result.stderr
-    assert MODEL_LOADED not in result.stdout + result.stderr
-    assert not list(tmp_path.glob("capitals.*"))
+    assert_refused_before_the_model_loads(result, f"benchmark capitals: model directory {missing} does not exist",
+                                          tmp_path, "capitals")
 
 
 def test_unknown_task_fails_with_suggestions_before_the_model_loads(tiny_model_dir, tmp_path):
     spec = {"task": "demo_capital", "num_fewshot": 0, "metric": "acc"}
     result = run_evaluate(tiny_model_dir, "capitals", spec, CELL, tmp_path)
-    assert result.returncode != 0
-    assert "benchmark capitals: unknown lm-eval task 'demo_capital'; did you mean demo_capitals" in result.stderr
-    assert MODEL_LOADED not in result.stdout + result.stderr
-    assert not list(tmp_path.glob("capitals.*"))
+    assert_refused_before_the_model_loads(
+        result, "benchmark capitals: unknown lm-eval task 'demo_capital'; did you mean demo_capitals", tmp_path, "capitals")
 
 
 def test_metric_the_task_does_not_report_fails_before_the_model_loads(tiny_model_dir, tmp_path):
     spec = {"task": "demo_opposites", "num_fewshot": 0, "metric": "acc_norm"}
     result = run_evaluate(tiny_model_dir, "opposites", spec, CELL, tmp_path)
-    assert result.returncode != 0
-    assert "task demo_opposites reports no metric 'acc_norm'; it reports acc" in result.stderr
-    assert MODEL_LOADED not in result.stdout + result.stderr
+    assert_refused_before_the_model_loads(
+        result, "task demo_opposites reports no metric 'acc_norm'; it reports acc", tmp_path, "opposites")
 
 
 def test_prefetch_of_local_tasks_needs_no_network(tmp_path):
