@@ -1,7 +1,7 @@
 """Loss memory: peak memory of the weighted loss and its backward, chunked vs. naive, at LLaMA-2 and LLaMA-3 vocabularies.
 
-Chunked: this project's weighted_token_loss_sum (chunks of --chunk-sizes tokens; 1024 is the project's
-default `training.loss_chunk_size`). Naive, measured in the same run on the same inputs: the full
+Chunked: this project's weighted_token_loss_sum (chunks of --chunk-sizes tokens; "auto" is the project's
+default `training.loss_chunk_size`, chunks of 2**27 logits). Naive, measured in the same run on the same inputs: the full
 logits `(hidden @ W.T).float()`, cross_entropy(reduction="none"), weighted sum. Reported: the transient memory
 of forward+backward, i.e. the peak minus the inputs (hidden states, head weight, targets, weights) and their
 gradients, which every method holds.
@@ -66,7 +66,7 @@ def run_variant(variant: str, args) -> dict:
     if variant == "naive":
         loss = naive_loss(states, head, input_ids, weights)
     else:
-        loss = weighted_token_loss_sum(states, head, input_ids, weights, chunk_size=int(variant.split(":")[1]))
+        loss = weighted_token_loss_sum(states, head, input_ids, weights, chunk_size=None if variant.endswith(":auto") else int(variant.split(":")[1]))
     loss.backward()
     if cuda:
         torch.cuda.synchronize()
@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=128, help="hidden size (small on CPU so the logits dominate "
                         "and the run stays short; 2048 on a GPU)")
     parser.add_argument("--vocabs", default="32000,128256", help="LLaMA-2's and LLaMA-3's vocabulary sizes")
-    parser.add_argument("--chunk-sizes", default="1024,4096", help="chunk sizes of the chunked loss (1024: the "
+    parser.add_argument("--chunk-sizes", default="auto,4096", help="chunk sizes of the chunked loss (auto: the "
                         "project's default)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 on CPU, for steady "
                         "timings on a shared machine; elsewhere and with 0: torch's own)")

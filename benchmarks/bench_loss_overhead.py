@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=512, help="tokens per sequence (no padding)")
     parser.add_argument("--prompt-len", type=int, default=40, help="leading tokens of each sequence that are prompt")
     parser.add_argument("--plw", type=float, default=0.1, help="our prompt-loss weight (> 0: every position counts)")
-    parser.add_argument("--loss-chunk-size", type=int, default=1024)
+    parser.add_argument("--loss-chunk-size", type=int, default=None, help="default: the project's (2**27 logits)")
     parser.add_argument("--batches", type=int, default=2, help="distinct batches, cycled")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)

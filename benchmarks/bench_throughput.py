@@ -138,7 +138,7 @@ def main() -> None:
     parser.add_argument("--completion-sigma", type=float, default=0.9, help="lognormal sigma (0.9: p99 ~ 400 tokens)")
     parser.add_argument("--plw", type=float, default=0.1, help="prompt-loss weight of our side (0 also skips the "
                         "prompt tokens' logits; the baseline computes every position's logits whatever the labels)")
-    parser.add_argument("--loss-chunk-size", type=int, default=1024)
+    parser.add_argument("--loss-chunk-size", type=int, default=None, help="default: the project's (2**27 logits)")
     parser.add_argument("--steps", type=int, default=5, help="timed optimizer steps per round and side")
     parser.add_argument("--warmup", type=int, default=2, help="untimed optimizer steps at the start of each round")
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds (ours, baseline, baseline, ours, ...)")

@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, TrainingArguments
 
 from plw.prompts import PROMPT_NO_INPUT, PROMPT_WITH_INPUT, render_prompt
 from plw.tokenize import add_pad_token, tokenize_record
+from plw.loss import weighted_token_loss_sum
 from plw.trainer import PromptLossWeightTrainer, WeightedCollator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -212,3 +213,23 @@ def test_plw_outside_0_1_is_refused_before_the_model_loads(tmp_path, training_se
     assert result.returncode == 2
     assert "--plw 1.5: the prompt-loss weight must lie in [0, 1]" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("chunk_size", [7, 64, None], ids=["7-token chunks", "64-token chunks", "default"])
+def test_chunked_loss_and_its_gradients_equal_the_full_logits_loss(chunk_size):
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(2, 50, 16, generator=generator, requires_grad=True)
+    head = torch.randn(300, 16, generator=generator, requires_grad=True)
+    input_ids = torch.randint(0, 300, (2, 50), generator=generator)
+    weights = torch.rand(2, 50, generator=generator) * (torch.rand(2, 50, generator=generator) > 0.3)
+
+    logits = (hidden[:, :-1] @ head.T).reshape(-1, 300)
+    losses = torch.nn.functional.cross_entropy(logits, input_ids[:, 1:].reshape(-1), reduction="none")
+    expected = (losses * weights[:, 1:].reshape(-1)).sum()
+    expected_grads = torch.autograd.grad(expected, (hidden, head))
+
+    chunked = weighted_token_loss_sum(hidden, head, input_ids, weights, chunk_size)
+    grads = torch.autograd.grad(chunked, (hidden, head))
+    assert torch.allclose(chunked, expected, rtol=1e-5)
+    for grad, expected_grad in zip(grads, expected_grads):
+        assert torch.allclose(grad, expected_grad, rtol=1e-4, atol=1e-6)

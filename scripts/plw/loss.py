@@ -5,6 +5,11 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 
+# Tokens per chunk by default: as many as keep one chunk's fp32 logits at 2**27 values (0.5 GiB), i.e. 1046
+# tokens at LLaMA-3's 128256 and 4194 at LLaMA-2's 32000 (fewer, larger chunks: less recomputation, fewer kernels).
+LOGITS_PER_CHUNK = 2**27
+
+
 def _chunk_loss(hidden: torch.Tensor, head_weight: torch.Tensor, targets: torch.Tensor,
                 weights: torch.Tensor) -> torch.Tensor:
     logits = (hidden @ head_weight.T).float()
@@ -12,7 +17,7 @@ def _chunk_loss(hidden: torch.Tensor, head_weight: torch.Tensor, targets: torch.
 
 
 def weighted_token_loss_sum(hidden: torch.Tensor, head_weight: torch.Tensor, input_ids: torch.Tensor,
-                            weights: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
+                            weights: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
     """Σ w·ℓ over next-token predictions: hidden[:, t] predicts input_ids[:, t+1] with weight weights[:, t+1].
 
     Each chunk's logits but the last are recomputed in the backward pass (activation checkpointing), so peak
@@ -20,6 +25,7 @@ def weighted_token_loss_sum(hidden: torch.Tensor, head_weight: torch.Tensor, inp
     pass starts with it, so keeping it costs no extra peak and saves its recomputation (all of it when the
     micro-batch fits one chunk).
     """
+    chunk_size = chunk_size or max(1, LOGITS_PER_CHUNK // head_weight.shape[0])
     hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])
     targets = input_ids[:, 1:].reshape(-1)
     weights = weights[:, 1:].reshape(-1).to(torch.float32)

@@ -75,7 +75,7 @@ def real_tokens(batch: dict) -> int:
 
 
 class PromptLossWeightTrainer(Trainer):
-    def __init__(self, *args, loss_normalization: str = "global", loss_chunk_size: int = 1024, **kwargs):
+    def __init__(self, *args, loss_normalization: str = "global", loss_chunk_size: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         if loss_normalization not in ("global", "micro_batch"):
             raise ValueError(f"loss_normalization must be 'global' or 'micro_batch', not {loss_normalization!r}")
