@@ -84,8 +84,9 @@ def test_interrupted_sweep_resumes_with_only_the_missing_jobs(reduced, how):
     assert_no_partial_outputs(reduced)
 
     remaining = planned_jobs(reduced)
-    assert 0 < remaining["train"] < total["train"], (total, remaining)
-    assert sum(remaining.values()) < sum(total.values())
+    # the finished training(s) are not planned again; Snakemake may have finished the job it was running
+    assert remaining.get("train", 0) < total["train"], (total, remaining)
+    assert 0 < sum(remaining.values()) < sum(total.values()), (total, remaining)
     finished = run_snakemake(reduced, "--cores", "2", "--configfile", "config/reduced.yaml")
     steps = re.findall(r"(\d+) of (\d+) steps \(100%\) done", finished.stdout + finished.stderr)
     assert steps and int(steps[-1][1]) == sum(remaining.values())
