@@ -6,6 +6,7 @@ HF_DATASETS_OFFLINE=1 from this cache.
 
 import argparse
 import json
+import sys
 
 from plw.io import write_text
 
@@ -22,8 +23,6 @@ models, datasets = json.loads(args.models), json.loads(args.datasets)
 benchmarks, include_path = json.loads(args.benchmarks), json.loads(args.include_path)
 
 # Task names first: a typo fails in seconds, not after gigabytes of model downloads.
-import sys  # noqa: E402
-
 from plw.evaluate import UnknownTaskError, check_task, load_task, task_manager  # noqa: E402
 
 managers = {}
