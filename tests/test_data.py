@@ -11,7 +11,6 @@ import functools
 import http.server
 import json
 import math
-import re
 import shutil
 import subprocess
 import threading
@@ -27,7 +26,7 @@ from plw.grid import format_plw
 from plw.records import COLUMNS, BadRecordError, normalize, read_records
 from plw.short import NO_INPUT_INSTRUCTION, derive_short
 from plw.stats import dataset_stats, token_counts
-from workflow_runner import REPO, copy_workflow, run_snakemake
+from workflow_runner import REPO, copy_workflow, job_counts, run_snakemake
 
 EMPTY_BLOB = "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"  # `git hash-object /dev/null`
 DEMO_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -48,12 +47,6 @@ def config_with_datasets(datasets: dict, **changes) -> dict:
     config["datasets"] = datasets
     config.update(changes)
     return config
-
-
-def job_counts(plan: str) -> dict[str, int]:
-    """Jobs per rule from the "Job stats:" table of a dry run."""
-    stats = plan[plan.index("Job stats:"):]
-    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", stats, flags=re.MULTILINE)}
 
 
 @pytest.fixture

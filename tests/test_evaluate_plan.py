@@ -1,12 +1,11 @@
 """The evaluation jobs Snakemake plans: the paper's grid against its Table 2, and the demo's 21 jobs."""
 
 import json
-import re
 import shlex
 from pathlib import Path
 
 import pytest
-from workflow_runner import copy_workflow, run_snakemake
+from workflow_runner import copy_workflow, job_counts, run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,11 +37,6 @@ def evaluation_commands(plan: str) -> list[dict]:
                 job[flag] = value
         jobs.append(job)
     return jobs
-
-
-def job_counts(plan: str) -> dict[str, int]:
-    table = plan[plan.index("Job stats:"):]
-    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE)}
 
 
 @pytest.fixture(scope="module")

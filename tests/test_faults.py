@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from workflow_runner import REPO, copy_workflow, run_snakemake
+from workflow_runner import REPO, copy_workflow, job_counts, run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -37,11 +37,7 @@ def reduced(tmp_path) -> Path:
 
 def planned_jobs(workdir: Path) -> dict[str, int]:
     """Jobs that a run would execute now, per rule, from the dry run's job-stats table."""
-    output = run_snakemake(workdir, "-n", "--configfile", "config/reduced.yaml").stdout
-    if "Nothing to be done" in output:
-        return {}
-    table = output.split("Job stats:")[1].split("\n\n")[0]
-    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", table, re.M) if rule != "total"}
+    return job_counts(run_snakemake(workdir, "-n", "--configfile", "config/reduced.yaml").stdout)
 
 
 def assert_no_partial_outputs(workdir: Path) -> None:

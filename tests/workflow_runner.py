@@ -1,6 +1,7 @@
 """Run the real Snakemake CLI on a copy of the workflow (used by the end-to-end, fault and Slurm tests)."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,3 +34,12 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: float 
         raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n"
                              f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
+
+
+def job_counts(plan: str) -> dict[str, int]:
+    """Jobs per rule from the first "Job stats:" table of Snakemake's output (empty: nothing to be done)."""
+    if "Job stats:" not in plan:
+        return {}
+    table = plan.split("Job stats:")[1].split("\n\n")[0]
+    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE)
+            if rule != "total"}

@@ -4,6 +4,7 @@ Order of work in a job: cheap checks (model directory, task name, metric) first,
 """
 
 import difflib
+import functools
 import importlib.util
 import math
 from pathlib import Path
@@ -42,15 +43,20 @@ def check_backend(backend: str) -> None:
 
 def task_manager(include_path: list[str], task: str | None = None):
     """The task index. Indexing lm-eval's ~15k built-in tasks costs 7-11 s, so when `task` is one of the
-    local tasks (include_path), only those are indexed (a few ms)."""
-    from lm_eval.tasks import TaskManager
-
-    include_path = [str(path) for path in include_path or []]
+    local tasks (include_path), only those are indexed (a few ms). Each index is built once per process."""
+    include_path = tuple(str(path) for path in include_path or [])
     if task is not None and include_path:
-        local = TaskManager(include_defaults=False, include_path=include_path)
+        local = _task_index(include_path, local_only=True)
         if task in local.all_tasks:
             return local
-    return TaskManager(include_path=include_path or None)
+    return _task_index(include_path, local_only=False)
+
+
+@functools.cache
+def _task_index(include_path: tuple[str, ...], local_only: bool):
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_defaults=not local_only, include_path=list(include_path) or None)
 
 
 def check_task(manager, task: str, benchmark: str) -> None:

@@ -51,8 +51,8 @@ class WeightedCollator:
         if self.packing:
             batch["position_ids"] = position_ids
         else:
-            batch["attention_mask"] = (torch.arange(longest) < torch.tensor(
-                [[len(row[0]["input_ids"])] for row in rows])).long()
+            lengths = torch.tensor([len(example["input_ids"]) for example in examples])
+            batch["attention_mask"] = (torch.arange(longest) < lengths[:, None]).long()
         return batch
 
     def pack_rows(self, examples: list[dict]) -> list[list[dict]]:

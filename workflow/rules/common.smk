@@ -20,7 +20,7 @@ envvars:
 
 
 SEARCH_PATH = os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])
-os.environ["PATH"] = SEARCH_PATH
+os.environ["PATH"] = SEARCH_PATH  # two statements: the linter's regex reads one line as a single name
 
 RESULTS = "results"
 LOGS = f"{RESULTS}/logs"
@@ -157,12 +157,12 @@ def dataset_file(wildcards):
     return spec.get("path", [])
 
 
-def evaluation_params(model, benchmark):
-    return dict(
-        spec=as_json(config["benchmarks"][benchmark]),
-        settings=as_json(config["evaluation"]),
-        trust_remote_code="--trust-remote-code" if config["models"][model]["trust_remote_code"] else "",
-    )
+def benchmark_spec(wildcards):
+    return as_json(config["benchmarks"][wildcards.benchmark])
+
+
+def trust_remote_code_flag(wildcards):
+    return "--trust-remote-code" if config["models"][wildcards.model]["trust_remote_code"] else ""
 
 
 def expected_evaluations():

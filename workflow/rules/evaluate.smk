@@ -35,10 +35,10 @@ rule evaluate:
     params:
         cell=lambda wildcards: as_json(dict(model=wildcards.model, dataset=wildcards.dataset,
                                             plw=float(wildcards.plw), seed=int(wildcards.seed))),
-        spec=lambda wildcards: evaluation_params(wildcards.model, wildcards.benchmark)["spec"],
+        spec=benchmark_spec,
         settings=as_json(config["evaluation"]),
         offline=OFFLINE,
-        trust_remote_code=lambda wildcards: evaluation_params(wildcards.model, wildcards.benchmark)["trust_remote_code"],
+        trust_remote_code=trust_remote_code_flag,
     conda:
         "../../envs/evaluate.yaml"
     shell:
@@ -62,10 +62,10 @@ rule evaluate_base:
         revision=lambda wildcards: (f"--revision {shlex.quote(config['models'][wildcards.model]['revision'])}"
                                     if "revision" in config["models"][wildcards.model] else ""),
         cell=lambda wildcards: as_json(dict(model=wildcards.model, dataset=None, plw=None, seed=None)),
-        spec=lambda wildcards: evaluation_params(wildcards.model, wildcards.benchmark)["spec"],
+        spec=benchmark_spec,
         settings=as_json(config["evaluation"]),
         offline=OFFLINE,
-        trust_remote_code=lambda wildcards: evaluation_params(wildcards.model, wildcards.benchmark)["trust_remote_code"],
+        trust_remote_code=trust_remote_code_flag,
     conda:
         "../../envs/evaluate.yaml"
     shell:
