@@ -65,10 +65,16 @@ def interrupt_after_first_training(workdir: Path, how: signal.Signals) -> None:
         assert process.poll() is None and time.monotonic() < deadline, "the sweep ended before any training"
         time.sleep(0.2)
     if how == signal.SIGINT:
-        process.send_signal(signal.SIGINT)
+        # Ctrl-C, again if Snakemake goes on: one that lands while it schedules jobs can go unheeded
+        while process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
     else:
         os.killpg(process.pid, signal.SIGKILL)  # like a lost login node: Snakemake and its jobs die at once
-    process.wait(timeout=300)
+        process.wait(timeout=300)
 
 
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
