@@ -1,7 +1,8 @@
 """Training throughput: real (non-padding) tokens per second of this project's trainer vs. the Alpaca recipe.
 
-Ours: PromptLossWeightTrainer with WeightedCollator(packing=True) (each micro-batch one padding-free row with
-restarted position_ids) and the chunked weighted loss. Baseline, measured in the same run on the same model
+Ours, as train.py runs it: PromptLossWeightTrainer with WeightedCollator(packing=True) (with the default
+packed_sdpa attention each micro-batch is one padding-free row with restarted position_ids, and attention runs
+on each sequence alone) and the chunked weighted loss. Baseline, measured in the same run on the same model
 (same initial weights), data, batches and machine: Stanford Alpaca's train.py recipe, i.e. Transformers' plain
 Trainer, records in random order, dynamic padding to the longest record of the micro-batch, labels with the
 prompt set to -100 and the model's own `model(labels=...)` loss. Both run the whole Trainer loop
@@ -33,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 from machine import describe  # noqa: E402
+from plw.attention import PACKED_SDPA, packs_into_one_row  # noqa: E402
 from plw.trainer import PromptLossWeightTrainer, WeightedCollator  # noqa: E402
 
 IGNORE_INDEX = -100
@@ -125,8 +127,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                         help="model dtype; bfloat16 also turns on the Trainer's bf16 mixed precision")
-    parser.add_argument("--attn", default="sdpa", help="attn_implementation for both sides (sdpa, eager, "
+    parser.add_argument("--attn", default="sdpa", help="attn_implementation of the baseline (sdpa, eager, "
                         "flash_attention_2, flex_attention)")
+    parser.add_argument("--ours-attn", default=PACKED_SDPA, help="attn_implementation of ours (default: "
+                        f"{PACKED_SDPA}, as train.py with packing; sdpa: a block-diagonal mask per packed row)")
     parser.add_argument("--records-per-step", type=int, default=16, help="records per optimizer step (demo: 16)")
     parser.add_argument("--micro-batch", type=int, default=16, help="records per micro-batch (demo: 16, paper: 4)")
     parser.add_argument("--packed-micro-batch", type=int, default=None,
@@ -189,15 +193,18 @@ def main() -> None:
             seed=args.seed, data_seed=args.seed, remove_unused_columns=False, report_to=[], disable_tqdm=True,
             average_tokens_across_devices=True)
 
+    row_length = None if packs_into_one_row(args.ours_attn) else args.max_length  # as train.py
     sides = {}
     for name in ("packed", "padded"):
         clock = step_clock(args.device, pad)
         side_model = model if name == "packed" else copy.deepcopy(model)
+        side_model.set_attn_implementation(args.ours_attn if name == "packed" else args.attn)
         side_model.register_forward_pre_hook(clock.count, with_kwargs=True)
         if name == "packed":
             trainer = PromptLossWeightTrainer(model=side_model, args=training_args(args.packed_micro_batch),
                                               train_dataset=ours_data,
-                                              data_collator=WeightedCollator(pad, packing=True), callbacks=[clock],
+                                              data_collator=WeightedCollator(pad, packing=True, row_length=row_length),
+                                              callbacks=[clock],
                                               loss_chunk_size=args.loss_chunk_size)
         else:
             trainer = Trainer(model=side_model, args=training_args(args.micro_batch), train_dataset=alpaca_data,
@@ -226,7 +233,8 @@ def main() -> None:
     rate = {name: tokens[name] / times[name] for name in sides}
     real_per_round = tokens["padded"] // args.rounds
     print(f"machine: {describe(args.device)}")
-    print(f"model: {args.preset} LLaMA, {params / 1e6:.1f}M parameters, {args.dtype}, attn {args.attn}, "
+    print(f"model: {args.preset} LLaMA, {params / 1e6:.1f}M parameters, {args.dtype}, attn {args.ours_attn} (ours) "
+          f"and {args.attn} (alpaca), "
           f"device {args.device}")
     print(f"data: {args.records_per_step} records per step in micro-batches of {args.packed_micro_batch} (ours) and "
           f"{args.micro_batch} (alpaca), "

@@ -45,6 +45,7 @@ def main(args) -> None:
     from transformers import AutoModelForCausalLM, TrainingArguments, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
+    from plw.attention import PACKED_SDPA, packs_into_one_row
     from plw.io import atomic_path, write_parquet
     from plw.models import load_tokenizer
     from plw.tokenize import add_pad_token, tokenize_record
@@ -62,7 +63,8 @@ def main(args) -> None:
     records = pd.read_parquet(args.data).to_dict("records")
     load = dict(revision=spec.get("revision"), trust_remote_code=spec.get("trust_remote_code", False))
     tokenizer = load_tokenizer(args.base_model, model_max_length=settings["max_length"], **load)
-    model = AutoModelForCausalLM.from_pretrained(args.base_model, **load)
+    attention = settings["attn_implementation"] or (PACKED_SDPA if settings["packing"] else "sdpa")
+    model = AutoModelForCausalLM.from_pretrained(args.base_model, attn_implementation=attention, **load)
     add_pad_token(tokenizer, model)
     if settings["lora"]["enabled"]:
         from peft import LoraConfig, get_peft_model
@@ -102,7 +104,7 @@ def main(args) -> None:
     trainer = PromptLossWeightTrainer(
         model=model, args=training_args, train_dataset=train_dataset,
         data_collator=WeightedCollator(tokenizer.pad_token_id, packing=settings["packing"],
-                                      row_length=settings["max_length"]),
+                                      row_length=None if packs_into_one_row(attention) else settings["max_length"]),
         loss_normalization=settings["loss_normalization"], loss_chunk_size=settings["loss_chunk_size"])
 
     checkpoint = get_last_checkpoint(args.checkpoints) if os.path.isdir(args.checkpoints) else None

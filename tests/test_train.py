@@ -150,6 +150,35 @@ def test_packing_into_several_rows_gives_the_padded_loss(model_and_tokenizer, de
     assert torch.allclose(losses[0], losses[1], rtol=1e-5), losses
 
 
+def test_packed_sdpa_in_one_row_gives_the_padded_loss_and_gradients(model_and_tokenizer, demo_records, tmp_path):
+    import copy
+
+    from plw.attention import PACKED_SDPA
+
+    model, tokenizer = model_and_tokenizer
+    examples = [tokenize_record(r, tokenizer, 0.1, 128) for r in demo_records[:8]]
+    packed_model = copy.deepcopy(model)
+    packed_model.set_attn_implementation(PACKED_SDPA)
+    padded = make_trainer(model, tmp_path / "a", per_device=8, accumulation=1, pad_token_id=tokenizer.pad_token_id)
+    packed = make_trainer(packed_model, tmp_path / "b", per_device=8, accumulation=1,
+                          pad_token_id=tokenizer.pad_token_id)
+    packed.data_collator = WeightedCollator(tokenizer.pad_token_id, packing=True, row_length=None)
+    padded_batch, packed_batch = padded.data_collator(examples), packed.data_collator(examples)
+    lengths = [len(example["input_ids"]) for example in examples]
+    assert packed_batch["input_ids"].shape == (1, sum(lengths))  # one row, no padding
+    assert sorted(packed_batch["cu_seq_lens_q"].diff().tolist()) == sorted(lengths)
+    gradients = []
+    for trainer, batch in ((padded, padded_batch), (packed, packed_batch)):
+        trainer.model.zero_grad()
+        loss = loss_of(trainer, batch, trainer._get_num_items_in_batch([batch], torch.device("cpu")))
+        loss.backward()
+        gradients.append((loss.detach(), torch.cat([p.grad.flatten() for p in trainer.model.parameters()])))
+    (padded_loss, padded_grad), (packed_loss, packed_grad) = gradients
+    assert torch.allclose(padded_loss, packed_loss, rtol=1e-6), (padded_loss, packed_loss)
+    assert torch.allclose(padded_grad, packed_grad, atol=1e-5, rtol=0), (padded_grad - packed_grad).abs().max()
+    model.zero_grad()
+
+
 # ---- the train script: resume after a kill, refusal of a bad PLW ------------------------------------------
 
 def train_command(tmp_path: Path, data: Path, base: Path, name: str, settings: dict, plw: str = "0.1") -> list:

@@ -17,14 +17,15 @@ class WeightedCollator:
     """Micro-batches of tokenized records, each token with its loss weight.
 
     packing=False pads every record to the longest (with an attention mask), as Alpaca does. packing=True
-    packs the records first-fit-decreasing into rows of at most `row_length` tokens with restarted
-    position_ids: the attention then never crosses sequences (Transformers reads the boundaries from the
-    positions), attention costs each row's length squared instead of the whole batch's, and the weight of
-    each sequence's first label is zeroed (it would be predicted from the previous sequence). Rows are padded
-    to the longest row; the padding forms a block of its own with weight 0.
+    packs the records with restarted position_ids and the sequence boundaries (`cu_seq_lens_q`), so attention
+    never crosses sequences, and zeroes the weight of each sequence's first label (it would be predicted from
+    the previous sequence). With row_length=None all records form one row, without padding (for attentions
+    that cost each sequence's length squared: packed_sdpa, flash-attention); with a row_length, rows of at
+    most that many tokens, first-fit decreasing (sdpa's block-diagonal mask costs each row's length squared),
+    padded to the longest row; a row's padding is a sequence of its own with weight 0.
     """
 
-    def __init__(self, pad_token_id: int, packing: bool, row_length: int = 512):
+    def __init__(self, pad_token_id: int, packing: bool, row_length: int | None = 512):
         self.pad_token_id = pad_token_id
         self.packing = packing
         self.row_length = row_length
@@ -35,6 +36,7 @@ class WeightedCollator:
         input_ids = torch.full((len(rows), longest), self.pad_token_id, dtype=torch.long)
         position_ids = torch.zeros((len(rows), longest), dtype=torch.long)
         weights = torch.zeros((len(rows), longest), dtype=torch.float32)
+        sequence_starts = []  # in the flattened rows; a row's padding is a sequence of its own
         for row_index, row in enumerate(rows):
             start = 0
             for example in row:
@@ -44,18 +46,27 @@ class WeightedCollator:
                 weights[row_index, start:end] = torch.tensor(example["loss_weights"], dtype=torch.float32)
                 if self.packing:
                     weights[row_index, start] = 0.0
+                sequence_starts.append(row_index * longest + start)
                 start = end
             position_ids[row_index, start:] = torch.arange(longest - start)
+            if start < longest:
+                sequence_starts.append(row_index * longest + start)
         batch = {"input_ids": input_ids, "loss_weights": weights,
                  "num_real_tokens": torch.tensor(sum(len(example["input_ids"]) for example in examples))}
         if self.packing:
-            batch["position_ids"] = position_ids
+            # cu_seq_lens_*/max_length_*: Transformers' names for the sequence boundaries of varlen attention
+            boundaries = torch.tensor([*sequence_starts, len(rows) * longest], dtype=torch.int32)
+            longest_sequence = int(boundaries.diff().max())
+            batch.update(position_ids=position_ids, cu_seq_lens_q=boundaries, cu_seq_lens_k=boundaries,
+                         max_length_q=longest_sequence, max_length_k=longest_sequence)
         else:
             lengths = torch.tensor([len(example["input_ids"]) for example in examples])
             batch["attention_mask"] = (torch.arange(longest) < lengths[:, None]).long()
         return batch
 
     def pack_rows(self, examples: list[dict]) -> list[list[dict]]:
+        if self.row_length is None:
+            return [examples]
         rows, room = [], []
         for example in sorted(examples, key=lambda example: len(example["input_ids"]), reverse=True):
             length = len(example["input_ids"])

@@ -61,7 +61,15 @@ def _check_derivations():
                                 "derive from a dataset with a source")
 
 
+def _check_attention():
+    training = config["training"]
+    if training["attn_implementation"] == "packed_sdpa" and not training["packing"]:
+        raise WorkflowError("config training.attn_implementation: packed_sdpa attends within packed sequences; "
+                            "set training.packing: true, or choose sdpa")
+
+
 _check_derivations()
+_check_attention()
 
 
 # ---- models ------------------------------------------------------------------------------------------

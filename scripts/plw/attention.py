@@ -1,0 +1,51 @@
+"""Attention over packed rows that costs each sequence's length squared, not the row's.
+
+Transformers' sdpa reads packed sequences from the position ids and masks a packed row block-diagonally, but
+computes the whole row × row score matrix. This attention, registered as `packed_sdpa`, runs causal sdpa on
+each sequence alone (PyTorch's fused kernels, no mask), the way flash-attention's varlen path does on a GPU.
+The boundaries come from `cu_seq_lens_q` (Transformers' name; the packing collator passes it) or else from
+the position ids. Query, key and value: (batch, heads, length, head_dim); key and value may have fewer heads.
+"""
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, flash_attention_mask
+from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
+
+PACKED_SDPA = "packed_sdpa"
+
+
+def packs_into_one_row(attn_implementation: str) -> bool:
+    """Whether the attention's cost is per packed sequence, so a micro-batch packs into one row without padding
+    (sdpa, eager and flex attend over whole rows: for them rows stay within max_length)."""
+    return attn_implementation == PACKED_SDPA or attn_implementation.startswith("flash_attention")
+
+
+def packed_sdpa_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                          attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                          cu_seq_lens_q: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                          **kwargs) -> tuple[torch.Tensor, None]:
+    if attention_mask is not None:
+        raise ValueError(f"{PACKED_SDPA} attention takes packed or unpadded batches, not an attention mask")
+    batch, heads, length, head_dim = query.shape
+    if cu_seq_lens_q is None and position_ids is not None:
+        (cu_seq_lens_q, _), _ = prepare_fa_kwargs_from_position_ids(position_ids)
+    bounds = cu_seq_lens_q.tolist() if cu_seq_lens_q is not None else list(range(0, batch * length + 1, length))
+
+    def flat(states: torch.Tensor) -> torch.Tensor:  # (batch, heads, length, d) -> (1, heads, batch·length, d)
+        return states.transpose(0, 1).reshape(1, states.shape[1], batch * length, head_dim)
+
+    # split, not slices: the backward of a split is one concatenation, of a slice a zero-filled full copy
+    lengths = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
+    output = torch.cat([
+        F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scaling,
+                                       enable_gqa=k.shape[1] != heads)
+        for q, k, v in zip(*(flat(states).split(lengths, dim=2) for states in (query, key, value)))], dim=2)
+    # Transformers' attention output layout: (batch, length, heads, head_dim)
+    return output.reshape(heads, batch, length, head_dim).permute(1, 2, 0, 3), None
+
+
+AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
+# No 4D mask: packed batches carry no attention mask, and this attention needs none.
+ALL_MASK_ATTENTION_FUNCTIONS.register(PACKED_SDPA, flash_attention_mask)
