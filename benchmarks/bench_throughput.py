@@ -1,7 +1,7 @@
 """Training throughput: real (non-padding) tokens per second of this project's trainer vs. the Alpaca recipe.
 
-Ours, as train.py runs it: PromptLossWeightTrainer with WeightedCollator(packing=True) (with the default
-packed_sdpa attention each micro-batch is one padding-free row with restarted position_ids, and attention runs
+Ours, as train.py runs it: PromptLossWeightTrainer with WeightedCollator(packing=True) (on CPU, with the
+packed_sdpa attention, each micro-batch is one padding-free row with restarted position_ids and attention runs
 on each sequence alone) and the chunked weighted loss. Baseline, measured in the same run on the same model
 (same initial weights), data, batches and machine: Stanford Alpaca's train.py recipe, i.e. Transformers' plain
 Trainer, records in random order, dynamic padding to the longest record of the micro-batch, labels with the
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 from machine import describe  # noqa: E402
-from plw.attention import PACKED_SDPA, packs_into_one_row  # noqa: E402
+from plw.attention import default_attention, packs_into_one_row  # noqa: E402
 from plw.trainer import PromptLossWeightTrainer, WeightedCollator  # noqa: E402
 
 IGNORE_INDEX = -100
@@ -129,8 +129,8 @@ def main() -> None:
                         help="model dtype; bfloat16 also turns on the Trainer's bf16 mixed precision")
     parser.add_argument("--attn", default="sdpa", help="attn_implementation of the baseline (sdpa, eager, "
                         "flash_attention_2, flex_attention)")
-    parser.add_argument("--ours-attn", default=PACKED_SDPA, help="attn_implementation of ours (default: "
-                        f"{PACKED_SDPA}, as train.py with packing; sdpa: a block-diagonal mask per packed row)")
+    parser.add_argument("--ours-attn", default=None, help="attn_implementation of ours (default: train.py's with "
+                        "packing: packed_sdpa on CPU, sdpa on CUDA, whose block-diagonal mask spans each packed row)")
     parser.add_argument("--records-per-step", type=int, default=16, help="records per optimizer step (demo: 16)")
     parser.add_argument("--micro-batch", type=int, default=16, help="records per micro-batch (demo: 16, paper: 4)")
     parser.add_argument("--packed-micro-batch", type=int, default=None,
@@ -153,6 +153,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     args.packed_micro_batch = args.packed_micro_batch or args.micro_batch
+    args.ours_attn = args.ours_attn or default_attention(packing=True, cuda=args.device.startswith("cuda"))
     if args.records_per_step % args.micro_batch or args.records_per_step % args.packed_micro_batch:
         parser.error("--records-per-step must be a multiple of --micro-batch and --packed-micro-batch")
     if args.warmup < 1:

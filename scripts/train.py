@@ -45,7 +45,7 @@ def main(args) -> None:
     from transformers import AutoModelForCausalLM, TrainingArguments, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
-    from plw.attention import PACKED_SDPA, packs_into_one_row
+    from plw.attention import default_attention, packs_into_one_row
     from plw.io import atomic_path, write_parquet
     from plw.models import load_tokenizer
     from plw.tokenize import add_pad_token, tokenize_record
@@ -63,7 +63,7 @@ def main(args) -> None:
     records = pd.read_parquet(args.data).to_dict("records")
     load = dict(revision=spec.get("revision"), trust_remote_code=spec.get("trust_remote_code", False))
     tokenizer = load_tokenizer(args.base_model, model_max_length=settings["max_length"], **load)
-    attention = settings["attn_implementation"] or (PACKED_SDPA if settings["packing"] else "sdpa")
+    attention = settings["attn_implementation"] or default_attention(settings["packing"], torch.cuda.is_available())
     model = AutoModelForCausalLM.from_pretrained(args.base_model, attn_implementation=attention, **load)
     add_pad_token(tokenizer, model)
     if settings["lora"]["enabled"]:

@@ -179,6 +179,25 @@ def test_packed_sdpa_in_one_row_gives_the_padded_loss_and_gradients(model_and_to
     model.zero_grad()
 
 
+def test_packed_sdpa_without_packing_is_causal_attention_and_generates_like_sdpa(model_and_tokenizer):
+    import copy
+
+    from plw.attention import PACKED_SDPA, packed_sdpa_attention
+
+    model, tokenizer = model_and_tokenizer
+    packed_model = copy.deepcopy(model)
+    packed_model.set_attn_implementation(PACKED_SDPA)
+    input_ids = tokenizer(["The capital of France is", "Name three colours"], return_tensors="pt",
+                          padding=True).input_ids[:, :4]  # two unpadded rows, no position ids
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids).logits, packed_model(input_ids).logits, atol=1e-5)
+        greedy = dict(max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        assert torch.equal(model.generate(input_ids, **greedy), packed_model.generate(input_ids, **greedy))
+    query = torch.zeros(1, 4, 3, 8)
+    with pytest.raises(ValueError, match="does not support this model's softcap"):
+        packed_sdpa_attention(None, query, query, query, None, softcap=30.0)
+
+
 # ---- the train script: resume after a kill, refusal of a bad PLW ------------------------------------------
 
 def train_command(tmp_path: Path, data: Path, base: Path, name: str, settings: dict, plw: str = "0.1") -> list:

@@ -3,17 +3,26 @@
 Transformers' sdpa reads packed sequences from the position ids and masks a packed row block-diagonally, but
 computes the whole row × row score matrix. This attention, registered as `packed_sdpa`, runs causal sdpa on
 each sequence alone (PyTorch's fused kernels, no mask), the way flash-attention's varlen path does on a GPU.
-The boundaries come from `cu_seq_lens_q` (Transformers' name; the packing collator passes it) or else from
-the position ids. Query, key and value: (batch, heads, length, head_dim); key and value may have fewer heads.
+The boundaries come from `cu_seq_lens_q` (Transformers' name; the packing collator passes it), else from
+position ids that cover the batch, else each row is one sequence. With a KV cache (generation) it is sdpa.
+Query, key and value: (batch, heads, length, head_dim); key and value may have fewer heads.
 """
 
 import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, flash_attention_mask
 from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
 
 PACKED_SDPA = "packed_sdpa"
+# Attention options of some models that plain causal attention would silently ignore.
+UNSUPPORTED_OPTIONS = ("softcap", "sliding_window", "s_aux")
+
+
+def default_attention(packing: bool, cuda: bool) -> str:
+    """packed_sdpa where it was measured faster (CPU, with packing); elsewhere Transformers' sdpa."""
+    return PACKED_SDPA if packing and not cuda else "sdpa"
 
 
 def packs_into_one_row(attn_implementation: str) -> bool:
@@ -26,15 +35,21 @@ def packed_sdpa_attention(module, query: torch.Tensor, key: torch.Tensor, value:
                           attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                           cu_seq_lens_q: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                           **kwargs) -> tuple[torch.Tensor, None]:
+    unsupported = [name for name in UNSUPPORTED_OPTIONS if kwargs.get(name) is not None]
+    if unsupported:
+        raise ValueError(f"{PACKED_SDPA} attention does not support this model's {', '.join(unsupported)}; "
+                         "set training.attn_implementation: sdpa")
     if attention_mask is not None:
         raise ValueError(f"{PACKED_SDPA} attention takes packed or unpadded batches, not an attention mask")
-    batch, heads, length, head_dim = query.shape
-    if cu_seq_lens_q is None and position_ids is not None:
+    batch, heads, length, _ = query.shape
+    if key.shape[2] != length:  # a KV cache: one sequence per row, plain sdpa
+        return sdpa_attention_forward(module, query, key, value, None, dropout=dropout, scaling=scaling, **kwargs)
+    if cu_seq_lens_q is None and position_ids is not None and position_ids.numel() == batch * length:
         (cu_seq_lens_q, _), _ = prepare_fa_kwargs_from_position_ids(position_ids)
     bounds = cu_seq_lens_q.tolist() if cu_seq_lens_q is not None else list(range(0, batch * length + 1, length))
 
     def flat(states: torch.Tensor) -> torch.Tensor:  # (batch, heads, length, d) -> (1, heads, batch·length, d)
-        return states.transpose(0, 1).reshape(1, states.shape[1], batch * length, head_dim)
+        return states.transpose(0, 1).reshape(1, states.shape[1], batch * length, states.shape[-1])
 
     # split, not slices: the backward of a split is one concatenation, of a slice a zero-filled full copy
     lengths = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
@@ -43,7 +58,7 @@ def packed_sdpa_attention(module, query: torch.Tensor, key: torch.Tensor, value:
                                        enable_gqa=k.shape[1] != heads)
         for q, k, v in zip(*(flat(states).split(lengths, dim=2) for states in (query, key, value)))], dim=2)
     # Transformers' attention output layout: (batch, length, heads, head_dim)
-    return output.reshape(heads, batch, length, head_dim).permute(1, 2, 0, 3), None
+    return output.reshape(heads, batch, length, value.shape[-1]).permute(1, 2, 0, 3), None
 
 
 AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
