@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 from machine import describe  # noqa: E402
-from plw.attention import default_attention, packs_into_one_row  # noqa: E402
+from plw.attention import default_attention, packed_row_length  # noqa: E402
 from plw.trainer import PromptLossWeightTrainer, WeightedCollator  # noqa: E402
 
 IGNORE_INDEX = -100
@@ -194,7 +194,8 @@ def main() -> None:
             seed=args.seed, data_seed=args.seed, remove_unused_columns=False, report_to=[], disable_tqdm=True,
             average_tokens_across_devices=True)
 
-    row_length = None if packs_into_one_row(args.ours_attn) else args.max_length  # as train.py
+    row_length = packed_row_length(args.ours_attn, args.max_length)  # as train.py
+    packing_collator = WeightedCollator(pad, packing=True, row_length=row_length)
     sides = {}
     for name in ("packed", "padded"):
         clock = step_clock(args.device, pad)
@@ -204,8 +205,7 @@ def main() -> None:
         if name == "packed":
             trainer = PromptLossWeightTrainer(model=side_model, args=training_args(args.packed_micro_batch),
                                               train_dataset=ours_data,
-                                              data_collator=WeightedCollator(pad, packing=True, row_length=row_length),
-                                              callbacks=[clock],
+                                              data_collator=packing_collator, callbacks=[clock],
                                               loss_chunk_size=args.loss_chunk_size)
         else:
             trainer = Trainer(model=side_model, args=training_args(args.micro_batch), train_dataset=alpaca_data,

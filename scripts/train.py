@@ -45,7 +45,7 @@ def main(args) -> None:
     from transformers import AutoModelForCausalLM, TrainingArguments, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
-    from plw.attention import default_attention, packs_into_one_row
+    from plw.attention import default_attention, packed_row_length
     from plw.io import atomic_path, write_parquet
     from plw.models import load_tokenizer
     from plw.tokenize import add_pad_token, tokenize_record
@@ -104,7 +104,7 @@ def main(args) -> None:
     trainer = PromptLossWeightTrainer(
         model=model, args=training_args, train_dataset=train_dataset,
         data_collator=WeightedCollator(tokenizer.pad_token_id, packing=settings["packing"],
-                                      row_length=None if packs_into_one_row(attention) else settings["max_length"]),
+                                      row_length=packed_row_length(attention, settings["max_length"])),
         loss_normalization=settings["loss_normalization"], loss_chunk_size=settings["loss_chunk_size"])
 
     checkpoint = get_last_checkpoint(args.checkpoints) if os.path.isdir(args.checkpoints) else None

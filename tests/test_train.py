@@ -150,15 +150,20 @@ def test_packing_into_several_rows_gives_the_padded_loss(model_and_tokenizer, de
     assert torch.allclose(losses[0], losses[1], rtol=1e-5), losses
 
 
-def test_packed_sdpa_in_one_row_gives_the_padded_loss_and_gradients(model_and_tokenizer, demo_records, tmp_path):
+def with_packed_sdpa(model):
     import copy
 
     from plw.attention import PACKED_SDPA
 
-    model, tokenizer = model_and_tokenizer
-    examples = [tokenize_record(r, tokenizer, 0.1, 128) for r in demo_records[:8]]
     packed_model = copy.deepcopy(model)
     packed_model.set_attn_implementation(PACKED_SDPA)
+    return packed_model
+
+
+def test_packed_sdpa_in_one_row_gives_the_padded_loss_and_gradients(model_and_tokenizer, demo_records, tmp_path):
+    model, tokenizer = model_and_tokenizer
+    examples = [tokenize_record(r, tokenizer, 0.1, 128) for r in demo_records[:8]]
+    packed_model = with_packed_sdpa(model)
     padded = make_trainer(model, tmp_path / "a", per_device=8, accumulation=1, pad_token_id=tokenizer.pad_token_id)
     packed = make_trainer(packed_model, tmp_path / "b", per_device=8, accumulation=1,
                           pad_token_id=tokenizer.pad_token_id)
@@ -180,13 +185,10 @@ def test_packed_sdpa_in_one_row_gives_the_padded_loss_and_gradients(model_and_to
 
 
 def test_packed_sdpa_without_packing_is_causal_attention_and_generates_like_sdpa(model_and_tokenizer):
-    import copy
-
-    from plw.attention import PACKED_SDPA, packed_sdpa_attention
+    from plw.attention import packed_sdpa_attention
 
     model, tokenizer = model_and_tokenizer
-    packed_model = copy.deepcopy(model)
-    packed_model.set_attn_implementation(PACKED_SDPA)
+    packed_model = with_packed_sdpa(model)
     input_ids = tokenizer(["The capital of France is", "Name three colours"], return_tensors="pt",
                           padding=True).input_ids[:, :4]  # two unpadded rows, no position ids
     with torch.no_grad():

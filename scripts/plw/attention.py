@@ -25,10 +25,11 @@ def default_attention(packing: bool, cuda: bool) -> str:
     return PACKED_SDPA if packing and not cuda else "sdpa"
 
 
-def packs_into_one_row(attn_implementation: str) -> bool:
-    """Whether the attention's cost is per packed sequence, so a micro-batch packs into one row without padding
-    (sdpa, eager and flex attend over whole rows: for them rows stay within max_length)."""
-    return attn_implementation == PACKED_SDPA or attn_implementation.startswith("flash_attention")
+def packed_row_length(attn_implementation: str, max_length: int) -> int | None:
+    """The packing collator's row_length: None (one row, no padding) where attention costs each packed sequence's
+    length squared; else max_length (sdpa, eager and flex attend over whole rows)."""
+    one_row = attn_implementation == PACKED_SDPA or attn_implementation.startswith("flash_attention")
+    return None if one_row else max_length
 
 
 def packed_sdpa_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

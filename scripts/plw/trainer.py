@@ -9,6 +9,7 @@ With either, PLW 0 is Alpaca's masked loss and PLW 1 the plain unmasked loss.
 
 import torch
 from transformers import Trainer
+from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
 
 from plw.loss import weighted_token_loss_sum
 
@@ -36,7 +37,6 @@ class WeightedCollator:
         input_ids = torch.full((len(rows), longest), self.pad_token_id, dtype=torch.long)
         position_ids = torch.zeros((len(rows), longest), dtype=torch.long)
         weights = torch.zeros((len(rows), longest), dtype=torch.float32)
-        sequence_starts = []  # in the flattened rows; a row's padding is a sequence of its own
         for row_index, row in enumerate(rows):
             start = 0
             for example in row:
@@ -46,19 +46,15 @@ class WeightedCollator:
                 weights[row_index, start:end] = torch.tensor(example["loss_weights"], dtype=torch.float32)
                 if self.packing:
                     weights[row_index, start] = 0.0
-                sequence_starts.append(row_index * longest + start)
                 start = end
             position_ids[row_index, start:] = torch.arange(longest - start)
-            if start < longest:
-                sequence_starts.append(row_index * longest + start)
         batch = {"input_ids": input_ids, "loss_weights": weights,
                  "num_real_tokens": torch.tensor(sum(len(example["input_ids"]) for example in examples))}
         if self.packing:
-            # cu_seq_lens_*/max_length_*: Transformers' names for the sequence boundaries of varlen attention
-            boundaries = torch.tensor([*sequence_starts, len(rows) * longest], dtype=torch.int32)
-            longest_sequence = int(boundaries.diff().max())
+            # the sequence boundaries in the flattened rows, as Transformers' varlen attention takes them
+            (boundaries, _), (longest_sequence, _) = prepare_fa_kwargs_from_position_ids(position_ids)
             batch.update(position_ids=position_ids, cu_seq_lens_q=boundaries, cu_seq_lens_k=boundaries,
-                         max_length_q=longest_sequence, max_length_k=longest_sequence)
+                         max_length_q=int(longest_sequence), max_length_k=int(longest_sequence))
         else:
             lengths = torch.tensor([len(example["input_ids"]) for example in examples])
             batch["attention_mask"] = (torch.arange(longest) < lengths[:, None]).long()
