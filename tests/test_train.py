@@ -200,6 +200,70 @@ def test_packed_sdpa_without_packing_is_causal_attention_and_generates_like_sdpa
         packed_sdpa_attention(None, query, query, query, None, softcap=30.0)
 
 
+def reference_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, scale, window_size,
+                          enable_gqa=False):
+    """torch.nn.attention.varlen.varlen_attn as documented (its kernel is CUDA-only): (tokens, heads, d) inputs."""
+    assert window_size == (-1, 0) and cu_seq_q.dtype == torch.int32 and torch.equal(cu_seq_q, cu_seq_k)
+    assert max_q == max_k == int(cu_seq_q.diff().max())
+    outputs = []
+    for start, end in zip(cu_seq_q[:-1].tolist(), cu_seq_q[1:].tolist()):
+        q, k, v = (states[start:end].transpose(0, 1) for states in (query, key, value))
+        outputs.append(torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, is_causal=True, scale=scale, enable_gqa=enable_gqa).transpose(0, 1))
+    return torch.cat(outputs)
+
+
+@pytest.mark.parametrize("keywords", [{"window_size", "enable_gqa"}, {"window_size"}], ids=["torch2.13", "torch2.11"])
+def test_varlen_attention_hands_the_kernel_each_sequence_in_tokens_first_layout(monkeypatch, keywords):
+    import plw.attention
+    from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
+
+    monkeypatch.setattr(plw.attention, "varlen_attn", reference_varlen_attn)
+    monkeypatch.setattr(plw.attention, "VARLEN_KEYWORDS", keywords)
+    torch.manual_seed(0)
+    query, key, value = torch.randn(2, 4, 6, 8), torch.randn(2, 2, 6, 8), torch.randn(2, 2, 6, 8)  # 2 kv heads
+    position_ids = torch.tensor([[0, 1, 0, 1, 2, 3], [0, 1, 2, 3, 4, 5]])  # sequences of 2 and 4, then 6
+    (cu_seq_lens, _), (longest, _) = prepare_fa_kwargs_from_position_ids(position_ids)
+    output = plw.attention.varlen_causal_attention(query, key, value, cu_seq_lens, int(longest), 0.5)
+    expected = torch.empty(2, 6, 4, 8)  # Transformers' layout: (batch, length, heads, d)
+    for row, start, end in ((0, 0, 2), (0, 2, 6), (1, 0, 6)):
+        expected[row, start:end] = torch.nn.functional.scaled_dot_product_attention(
+            *(states[row, :, start:end] for states in (query, key, value)), is_causal=True, scale=0.5,
+            enable_gqa=True).transpose(0, 1)
+    assert torch.allclose(output, expected, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the varlen kernel runs only on CUDA")
+def test_packed_sdpa_on_cuda_runs_the_varlen_kernel_like_each_sequence_alone(monkeypatch):
+    import plw.attention
+    from torch.nn.attention.varlen import varlen_attn
+
+    calls = []
+
+    def counted_varlen_attn(*args, **kwargs):
+        calls.append(args[0].shape)
+        return varlen_attn(*args, **kwargs)
+
+    monkeypatch.setattr(plw.attention, "varlen_attn", counted_varlen_attn)
+    torch.manual_seed(0)
+    lengths = [100, 37, 163]
+    query, key, value = (torch.randn(1, heads, sum(lengths), 64, device="cuda", dtype=torch.bfloat16,
+                                     requires_grad=True) for heads in (8, 2, 2))  # grouped-query attention
+    cu_seq_lens = torch.tensor([0, 100, 137, 300], dtype=torch.int32, device="cuda")
+    output, _ = plw.attention.packed_sdpa_attention(None, query, key, value, None, cu_seq_lens_q=cu_seq_lens,
+                                                    max_length_q=max(lengths))
+    assert calls == [(sum(lengths), 8, 64)]
+    expected = torch.cat([
+        torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        for q, k, v in zip(*(states.float().split(lengths, dim=2) for states in (query, key, value)))],
+        dim=2).transpose(1, 2)
+    assert torch.allclose(output.float(), expected, atol=2e-2), (output.float() - expected).abs().max()
+    gradients = torch.autograd.grad(output.float().square().sum(), (query, key, value))
+    expected_gradients = torch.autograd.grad(expected.square().sum(), (query, key, value))
+    for gradient, expected_gradient in zip(gradients, expected_gradients):
+        assert torch.allclose(gradient.float(), expected_gradient.float(), atol=5e-2, rtol=5e-2)
+
+
 # ---- the train script: resume after a kill, refusal of a bad PLW ------------------------------------------
 
 def train_command(tmp_path: Path, data: Path, base: Path, name: str, settings: dict, plw: str = "0.1") -> list:

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The GPU checks in one run, for a lent GPU: the CUDA-only tests, throughput (a) with packed_sdpa (PyTorch's
+# varlen flash kernel) and with sdpa on a ~1B LLaMA in bf16, and the loss overhead (b). Each log goes to
+# OUTPUT_DIR. Usage: benchmarks/gpu_checks.sh [OUTPUT_DIR]
+# Wheels in .whl/ (e.g. `pip download --no-deps transformers==5.24.0 -d .whl` where the machine's
+# Transformers is older) are installed first, into a private directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-gpu_checks}
+mkdir -p "$out"
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/plw-site .whl/*.whl
+  export PYTHONPATH=/tmp/plw-site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/machine.log"
+python3 -m pytest -q -p no:cacheprovider tests/test_train.py -k cuda 2>&1 | tee "$out/tests.log"
+model=(--device cuda --dtype bfloat16 --preset 1b)
+for attn in packed_sdpa sdpa; do
+  python3 benchmarks/bench_throughput.py "${model[@]}" --records-per-step 128 --micro-batch 16 \
+    --packed-micro-batch 128 --ours-attn "$attn" 2>&1 | tee "$out/throughput_$attn.log"
+done
+python3 benchmarks/bench_loss_overhead.py "${model[@]}" --batch 16 2>&1 | tee "$out/loss_overhead.log"
