@@ -23,7 +23,7 @@ models, datasets = json.loads(args.models), json.loads(args.datasets)
 benchmarks, include_path = json.loads(args.benchmarks), json.loads(args.include_path)
 
 # Task names first: a typo fails in seconds, not after gigabytes of model downloads.
-from plw.evaluate import UnknownTaskError, check_task, load_task, task_manager  # noqa: E402
+from plw.evaluate import UnknownTaskError, check_metric, check_task, load_task, task_manager  # noqa: E402
 
 managers = {}
 for name, spec in benchmarks.items():
@@ -52,7 +52,11 @@ if datasets:
         fetched["datasets"].append(spec["hub"])
 
 for name, spec in benchmarks.items():
-    load_task(managers[name], spec["task"], name)  # builds the task as a job will: downloads its data
+    task = load_task(managers[name], spec["task"], name)  # builds the task as a job will: downloads its data
+    try:
+        check_metric(task, spec["metric"], name)  # before any evaluation job starts
+    except ValueError as error:
+        sys.exit(f"error: {error}")
     fetched["tasks"].append(spec["task"])
 write_text(json.dumps(fetched, indent=1), args.output)
 print(json.dumps(fetched, indent=1))

@@ -24,10 +24,11 @@ RANGES = {"acc": (0, 1), "acc_norm": (0, 1), "bleu": (0, 100), "chrf": (0, 100)}
 MODEL_LOADED = "Loading weights"  # what transformers prints once the model loads
 
 
-def run_evaluate(model: Path | str, benchmark: str, spec: dict, cell: dict, out: Path, *, local: bool = True):
+def run_evaluate(model: Path | str, benchmark: str, spec: dict, cell: dict, out: Path, *, local: bool = True,
+                 settings: dict = SETTINGS):
     """scripts/evaluate.py as the evaluate rule calls it (from the repository root, offline)."""
     command = [sys.executable, "scripts/evaluate.py", "--model-path", str(model), "--cell", json.dumps(cell),
-               "--benchmark", benchmark, "--spec", json.dumps(spec), "--settings", json.dumps(SETTINGS),
+               "--benchmark", benchmark, "--spec", json.dumps(spec), "--settings", json.dumps(settings),
                "--output", str(out / f"{benchmark}.parquet"), "--output-json", str(out / f"{benchmark}.json")]
     if local:
         command.append("--local-model")
@@ -129,13 +130,47 @@ def test_metric_the_task_does_not_report_fails_before_the_model_loads(tiny_model
         result, "task demo_opposites reports no metric 'acc_norm'; it reports acc", tmp_path, "opposites")
 
 
+@pytest.fixture
+def ter_task_dir(tmp_path) -> Path:
+    """A task directory with the demo translation task scored with TER (lower is better) beside BLEU."""
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "demo_numbers_ter.yaml").write_text(yaml.safe_dump({
+        "include": str(REPO / "resources" / "lm_eval_tasks" / "demo_numbers_en_fr.yaml"), "task": "demo_numbers_ter",
+        "metric_list": [{"metric": "bleu", "aggregation": "bleu", "higher_is_better": True},
+                        {"metric": "ter", "aggregation": "ter", "higher_is_better": False}]}))
+    return tasks
+
+
+LOWER_IS_BETTER = ("metric 'ter' of task demo_numbers_ter is lower-is-better, but the regression looks for the PLW "
+                   "that maximizes the primary metric; choose one of bleu")
+
+
+def test_lower_is_better_primary_metric_fails_before_the_model_loads(tiny_model_dir, ter_task_dir, tmp_path):
+    spec = {"task": "demo_numbers_ter", "num_fewshot": 0, "metric": "ter"}
+    result = run_evaluate(tiny_model_dir, "numbers", spec, CELL, tmp_path,
+                          settings={**SETTINGS, "include_path": [str(ter_task_dir), "resources/lm_eval_tasks"]})
+    assert_refused_before_the_model_loads(result, LOWER_IS_BETTER, tmp_path, "numbers")
+
+
+def run_prefetch(benchmarks: dict, include_path: list[str], marker: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "scripts/prefetch.py", "--models", "{}", "--datasets", "{}",
+               "--benchmarks", json.dumps(benchmarks), "--include-path", json.dumps(include_path),
+               "--output", str(marker)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_prefetch_refuses_a_lower_is_better_primary_metric(ter_task_dir, tmp_path):
+    benchmarks = {"numbers": {"task": "demo_numbers_ter", "num_fewshot": 0, "metric": "ter"}}
+    result = run_prefetch(benchmarks, [str(ter_task_dir), "resources/lm_eval_tasks"], tmp_path / "prefetch.json")
+    assert result.returncode != 0 and LOWER_IS_BETTER in result.stderr, result.stderr[-3000:]
+    assert not (tmp_path / "prefetch.json").exists()
+
+
 def test_prefetch_of_local_tasks_needs_no_network(tmp_path):
     marker = tmp_path / "prefetch.json"
-    command = [sys.executable, "scripts/prefetch.py", "--models", "{}", "--datasets", "{}",
-               "--benchmarks", json.dumps(DEMO_CONFIG["benchmarks"]),
-               "--include-path", json.dumps(["resources/lm_eval_tasks"]), "--output", str(marker)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    result = run_prefetch(DEMO_CONFIG["benchmarks"], ["resources/lm_eval_tasks"], marker)
     assert result.returncode == 0, result.stderr[-3000:]
     fetched = json.loads(marker.read_text())
     assert fetched == {"models": [], "datasets": [],

@@ -22,8 +22,8 @@ class UnknownTaskError(ValueError):
     pass
 
 
-class UnknownMetricError(ValueError):
-    pass
+class PrimaryMetricError(ValueError):
+    """A benchmark's configured metric that the task does not report, or one where lower is better."""
 
 
 def check_model_dir(path: str | Path, benchmark: str) -> None:
@@ -78,11 +78,18 @@ def load_task(manager, task: str, benchmark: str):
 
 
 def check_metric(task_object, metric: str, benchmark: str) -> None:
-    """The configured primary metric must be one the task reports (checked before the model loads)."""
+    """The configured primary metric must be one the task reports, and higher must be better: the regression
+    looks for the PLW that maximizes it (checked before the model loads)."""
     reported = sorted(task_object.aggregation())
     if metric not in reported:
-        raise UnknownMetricError(f"benchmark {benchmark}: task {task_object.config.task} reports no metric "
+        raise PrimaryMetricError(f"benchmark {benchmark}: task {task_object.config.task} reports no metric "
                                  f"{metric!r}; it reports {', '.join(reported)}")
+    higher_is_better = task_object.higher_is_better()
+    if not higher_is_better.get(metric, True):
+        better = [name for name in reported if higher_is_better.get(name, True)]
+        raise PrimaryMetricError(f"benchmark {benchmark}: metric {metric!r} of task {task_object.config.task} is "
+                                 "lower-is-better, but the regression looks for the PLW that maximizes the primary "
+                                 f"metric; choose one of {', '.join(better) or 'none: the task has no other'}")
 
 
 def load_model(model_path: str, *, backend: str = "hf", batch_size="auto", revision: str | None = None,
