@@ -7,8 +7,9 @@ frames shaped like plw.evaluate.result_rows and collected with collect_scores, a
 import numpy as np
 import pandas as pd
 import pytest
+import statsmodels.formula.api as smf
 
-from plw.analysis import (collect_scores, critical_weight, fit_summary, missing_cells, primary_scores,
+from plw.analysis import (collect_scores, critical_weight, fit_mixed, fit_summary, missing_cells, primary_scores,
                           regression_markdown, regression_table)
 from plw.evaluate import ROW_COLUMNS, ROW_TYPES
 from plw.figures import aggregate_figure, benchmark_figure
@@ -37,12 +38,13 @@ def expected_frame(cells: list[dict], benchmarks: list[str]) -> pd.DataFrame:
 
 
 def synthetic_scores(*, models=("m1",), datasets=("d1",), seeds=(1,), n_benchmarks=8, slope=0.3, curvature=-0.25,
-                     noise=0.01, base_models=False, drop=(), seed=0):
+                     noise=0.01, base_models=False, drop=(), not_finite=(), seed=0):
     """Scores from score = 0.5 + slope·wp + curvature·wp² + benchmark intercept + noise, collected.
 
     Even-numbered benchmarks report BLEU (0-100, so collect_scores must divide by 100), the others acc; each
     evaluation also reports a secondary metric that must not be taken as primary. `drop` lists
-    (cell, benchmark) pairs whose result frame is left out, as if that evaluation never finished.
+    (cell, benchmark) pairs whose result frame is left out, as if that evaluation never finished; `not_finite`
+    those whose primary metric is NaN, as lm-eval reports a metric it could not compute.
     """
     rng = np.random.default_rng(seed)
     benchmarks = [f"bench{index}" for index in range(n_benchmarks)]
@@ -58,6 +60,8 @@ def synthetic_scores(*, models=("m1",), datasets=("d1",), seeds=(1,), n_benchmar
             if (cell, benchmark) in drop:
                 continue
             value = score * 100 if primary[benchmark] == "bleu" else score
+            if (cell, benchmark) in not_finite:
+                value = np.nan
             frames.append(result_frame(cell, benchmark, {primary[benchmark]: value, "secondary": 0.123}))
     if base_models:
         base_cells = [dict(model=model, dataset=None, plw=None, seed=None) for model in models]
@@ -122,7 +126,7 @@ def test_a_cell_without_result_is_listed_as_missing_and_left_out_of_the_fits():
 
     # base-model evaluations (null dataset, plw and seed) that exist are found, not listed as missing
     assert missing_cells(scores).to_dict("records") == [
-        dict(model="m1", dataset="d1", plw=0.5, seed=1, benchmark="bench3")]
+        dict(model="m1", dataset="d1", plw=0.5, seed=1, benchmark="bench3", status="missing")]
 
     fitted = primary_scores(scores)
     assert len(fitted) == len(PLW_GRID) * 4 - 1  # one primary row per finished evaluation, no base rows
@@ -133,7 +137,19 @@ def test_a_cell_without_result_is_listed_as_missing_and_left_out_of_the_fits():
     assert table["n_observations"].eq(len(fitted)).all()
     markdown = regression_markdown(table, missing_cells(scores), FORMULA, POWER)
     assert "## Missing cells" in markdown
-    assert "| m1 | d1 | 0.5 | 1 | bench3 |" in markdown
+    assert "| m1 | d1 | 0.5 | 1 | bench3 | missing |" in markdown
+
+
+def test_a_primary_score_that_is_not_finite_is_listed_and_left_out_of_the_fits():
+    broken = (dict(model="m1", dataset="d1", plw=0.1, seed=1), "bench1")
+    scores = synthetic_scores(n_benchmarks=4, not_finite=[broken])
+    assert missing_cells(scores).to_dict("records") == [
+        dict(model="m1", dataset="d1", plw=0.1, seed=1, benchmark="bench1", status="not finite")]
+    assert len(primary_scores(scores)) == len(PLW_GRID) * 4 - 1
+    table = regression_table(scores, FORMULA, POWER, bootstrap_samples=0)
+    assert table["estimate"].notna().all()
+    assert "| m1 | d1 | 0.1 | 1 | bench1 | not finite |" in regression_markdown(
+        table, missing_cells(scores), FORMULA, POWER)
 
 
 def test_markdown_says_none_missing_when_every_evaluation_has_a_result():
@@ -200,6 +216,25 @@ def test_bootstrap_interval_with_several_seeds_brackets_the_critical_weight():
     assert f"[{fit['critical_plw_ci_low']:.3g}, {fit['critical_plw_ci_high']:.3g}]" in markdown
 
 
+def test_critical_weight_stays_within_the_trained_grid():
+    low, high = 0.01 ** POWER, 0.5 ** POWER
+    # rising over the whole grid: the highest trained PLW, not 1
+    assert critical_weight(0.2, 0.05, POWER, (low, high)) == (pytest.approx(0.5), "grid end")
+    # a vertex below the grid (falling over it) is not extrapolated: the lowest trained PLW
+    vertex = 0.1  # in wp, below low ≈ 0.25
+    assert critical_weight(-2 * -0.3 * vertex, -0.3, POWER, (low, high)) == (pytest.approx(0.01), "grid end")
+    # a vertex inside the grid is the critical weight
+    assert critical_weight(-2 * -0.3 * 0.5, -0.3, POWER, (low, high)) == (pytest.approx(0.5 ** (1 / POWER)), "vertex")
+
+
+def test_a_rising_fit_on_a_grid_without_0_and_1_reports_the_highest_trained_plw():
+    scores = synthetic_scores(slope=0.2, curvature=0.05, n_benchmarks=4, seed=4)
+    scores = scores[scores["plw"].between(0.01, 0.5)]
+    table = regression_table(scores, FORMULA, POWER, bootstrap_samples=0)
+    assert set(table["critical_kind"]) == {"grid end"}
+    assert table["critical_plw"].to_numpy() == pytest.approx(0.5)
+
+
 def test_markdown_flags_a_grid_end_weight():
     scores = synthetic_scores(slope=0.2, curvature=0.05, n_benchmarks=4, seed=4)  # rising and convex
     table = regression_table(scores, FORMULA, POWER, bootstrap_samples=0)
@@ -244,6 +279,14 @@ def test_lrt_of_a_strong_effect_is_finite_and_significant(n_benchmarks):
     summary = fit_summary(primary_scores(synthetic_scores(n_benchmarks=n_benchmarks, seed=0)), FORMULA, POWER)
     assert np.isfinite(summary["lrt_statistic"])
     assert summary["lrt_p_value"] < 0.01
+
+
+def test_a_fit_that_bfgs_leaves_unconverged_is_taken_from_an_optimizer_that_converges():
+    lost = (dict(model="m1", dataset="d1", plw=0.5, seed=1), "bench3")
+    data = primary_scores(synthetic_scores(n_benchmarks=4, drop=[lost]))
+    assert not smf.mixedlm("score ~ 1", data, groups=data["benchmark"]).fit(reml=False, method=["bfgs"]).converged
+    assert fit_mixed(data, "score ~ 1").converged
+    assert fit_summary(data, FORMULA, POWER)["note"] == ""
 
 
 def test_fit_with_three_benchmarks_does_not_fail_on_a_singular_hessian():

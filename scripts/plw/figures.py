@@ -5,7 +5,7 @@ import pandas as pd
 from plotnine import (aes, element_text, facet_grid, facet_wrap, geom_hline, geom_line, geom_point, ggplot, labs,
                       scale_x_continuous, theme, theme_bw)
 
-from plw.analysis import primary_scores
+from plw.analysis import is_estimable, primary_scores
 
 
 def wp_axis(plws: np.ndarray, power: float):
@@ -24,7 +24,7 @@ def fitted_curves(regression: pd.DataFrame) -> pd.DataFrame:
     grid = np.linspace(0, 1, 101)
     curves = []
     for (dataset, model), fit in regression.groupby(["dataset", "model"]):
-        if model == "pooled" or fit["note"].iloc[0]:  # the pooled fit has no colour; unfitted scopes no curve
+        if model == "pooled" or not is_estimable(fit):  # the pooled fit has no colour; unfitted scopes no curve
             continue
         beta = fit.set_index("term")["estimate"]
         terms = [t for t in beta.index if t != "Intercept"]
