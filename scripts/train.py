@@ -1,7 +1,7 @@
 """Fine-tune one cell (model × dataset × PLW × seed) with the prompt-loss-weighted Alpaca recipe.
 
-Resumes from the newest checkpoint in --checkpoints; writes the final model and train_log.parquet only when
-training completes, then removes the checkpoints. With --gpus N > 1 on a machine with CUDA, it re-launches
+Resumes from the newest complete checkpoint in --checkpoints; writes the final model and train_log.parquet only
+when training completes, then removes the checkpoints. With --gpus N > 1 on a machine with CUDA, it re-launches
 itself under torchrun, one process per GPU.
 """
 
@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import sys
+from pathlib import Path
 
 
 def parse_args(argv=None):
@@ -39,11 +40,17 @@ def relaunch_per_gpu(gpus: int) -> None:
         os.execvp("torchrun", ["torchrun", "--standalone", f"--nproc_per_node={processes}", *sys.argv])
 
 
+def last_complete_checkpoint(directory: str) -> str | None:
+    """The newest checkpoint-N with its trainer_state.json, which the Trainer writes last: a job killed while
+    saving leaves a partial checkpoint, and resuming from it would fail every retry."""
+    complete = [path for path in Path(directory).glob("checkpoint-*") if (path / "trainer_state.json").is_file()]
+    return str(max(complete, key=lambda path: int(path.name.split("-")[-1]))) if complete else None
+
+
 def main(args) -> None:
     import pandas as pd
     import torch
     from transformers import AutoModelForCausalLM, TrainingArguments, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     from plw.attention import default_attention, packed_row_length
     from plw.io import atomic_path, write_parquet
@@ -64,7 +71,9 @@ def main(args) -> None:
     load = dict(revision=spec.get("revision"), trust_remote_code=spec.get("trust_remote_code", False))
     tokenizer = load_tokenizer(args.base_model, model_max_length=settings["max_length"], **load)
     attention = settings["attn_implementation"] or default_attention(settings["packing"], torch.cuda.is_available())
-    model = AutoModelForCausalLM.from_pretrained(args.base_model, attn_implementation=attention, **load)
+    # fp32 master weights, as Alpaca's (Transformers 5 would load LLaMA checkpoints in their fp16); bf16 computes
+    model = AutoModelForCausalLM.from_pretrained(args.base_model, attn_implementation=attention,
+                                                 dtype=torch.float32, **load)
     add_pad_token(tokenizer, model)
     if settings["lora"]["enabled"]:
         from peft import LoraConfig, get_peft_model
@@ -74,7 +83,9 @@ def main(args) -> None:
                                                  target_modules=lora["target_modules"], task_type="CAUSAL_LM"))
     train_dataset = [tokenize_record(record, tokenizer, args.plw, settings["max_length"]) for record in records]
 
-    fsdp = settings["fsdp"] if world_size > 1 else ""
+    # LoRA trains a small adapter on a frozen base that fits each GPU: data parallel, not sharded, so that rank 0
+    # can merge the adapter into the base model at the end
+    fsdp = settings["fsdp"] if world_size > 1 and not settings["lora"]["enabled"] else ""
     training_args = TrainingArguments(
         output_dir=args.checkpoints,
         num_train_epochs=settings["epochs"],
@@ -82,7 +93,7 @@ def main(args) -> None:
         learning_rate=settings["learning_rate"],
         per_device_train_batch_size=settings["per_device_batch_size"],
         gradient_accumulation_steps=settings["global_batch_size"] // per_step,
-        warmup_steps=settings["warmup_ratio"],  # a float in [0, 1) is a ratio of all steps
+        warmup_steps=settings["warmup_ratio"],  # a float in [0, 1) is a ratio of all steps (the schema keeps it < 1)
         lr_scheduler_type=settings["lr_scheduler_type"],
         weight_decay=settings["weight_decay"],
         bf16=settings["bf16"],
@@ -107,16 +118,21 @@ def main(args) -> None:
                                       row_length=packed_row_length(attention, settings["max_length"])),
         loss_normalization=settings["loss_normalization"], loss_chunk_size=settings["loss_chunk_size"])
 
-    checkpoint = get_last_checkpoint(args.checkpoints) if os.path.isdir(args.checkpoints) else None
+    checkpoint = last_complete_checkpoint(args.checkpoints)
     print(f"resuming from {checkpoint}" if checkpoint else "starting from the base model", flush=True)
     trainer.train(resume_from_checkpoint=checkpoint)
 
+    # Under FSDP each rank holds a shard: gathering the full weights (onto rank 0) is a collective of all ranks.
+    state_dict = trainer.accelerator.get_state_dict(trainer.model)
     if trainer.is_world_process_zero():
         log = pd.DataFrame([entry for entry in trainer.state.log_history if "loss" in entry])
         log = log[["step", "loss", "learning_rate", "grad_norm", "tokens", "weight_sum"]]
-        final = trainer.model.merge_and_unload() if settings["lora"]["enabled"] else trainer.model
+        final = trainer.accelerator.unwrap_model(trainer.model)
         with atomic_path(args.output_model) as tmp:
-            final.save_pretrained(tmp)
+            if settings["lora"]["enabled"]:
+                final.merge_and_unload().save_pretrained(tmp)
+            else:
+                final.save_pretrained(tmp, state_dict=state_dict)
             tokenizer.save_pretrained(tmp)
         write_parquet(log, args.output_log)
         shutil.rmtree(args.checkpoints, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,6 +119,41 @@ def test_global_normalization_gives_the_same_gradient_with_accumulation(model_an
     one_batch = gradients(whole, [whole.data_collator(examples)])
     four_batches = gradients(accumulated, [accumulated.data_collator(examples[i:i + 2]) for i in range(0, 8, 2)])
     assert torch.allclose(one_batch, four_batches, atol=1e-5, rtol=0), (one_batch - four_batches).abs().max()
+
+
+def test_two_data_parallel_ranks_give_one_process_gradient_and_log(tiny_model_dir, tmp_path):
+    """A real 2-rank run (torchrun, gloo, DDP through the Trainer): 2 ranks × 2 accumulated micro-batches of 4
+    records against 1 process × 4 micro-batches of 4; the same 16 records in one optimizer step."""
+    step = str(REPO / "tests" / "data_parallel_step.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    for command, name in (([sys.executable, step], "one"), ([*torchrun, step], "two")):
+        accumulation = "4" if name == "one" else "2"
+        result = subprocess.run([*command, str(tiny_model_dir), str(tmp_path / f"{name}.pt"), "4", accumulation],
+                                env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    one, two = (torch.load(tmp_path / f"{name}.pt") for name in ("one", "two"))
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    for name, gradient in one["gradient"].items():
+        assert torch.allclose(gradient, two["gradient"][name], atol=1e-5, rtol=0), name
+    # the log counts the step's tokens and weights on every rank, and its loss is Σ w·ℓ / Σ w of the whole step
+    assert two["log"]["tokens"] == one["log"]["tokens"] > 0
+    for key in ("weight_sum", "loss"):
+        assert two["log"][key] == pytest.approx(one["log"][key], rel=1e-6), key
+
+
+@pytest.mark.parametrize("normalization", ["global", "micro_batch"])
+def test_a_micro_batch_without_weight_trains_with_a_zero_gradient(model_and_tokenizer, demo_records, tmp_path,
+                                                                   normalization):
+    model, tokenizer = model_and_tokenizer
+    long_prompts = [r for r in demo_records if len(render_prompt(r["instruction"], r["input"])) > 200][:2]
+    examples = [tokenize_record(r, tokenizer, 0.0, 16) for r in long_prompts]  # PLW 0, completions cut away
+    assert len(examples) == 2 and not any(any(example["loss_weights"]) for example in examples)
+    trainer = make_trainer(model, tmp_path, per_device=2, accumulation=1, normalization=normalization, packing=True,
+                           pad_token_id=tokenizer.pad_token_id)
+    gradient = gradients(trainer, [trainer.data_collator(examples)])
+    assert gradient.numel() == sum(p.numel() for p in model.parameters()) and not gradient.any()
+    model.zero_grad()
 
 
 def test_packed_and_padded_batches_give_the_same_loss(model_and_tokenizer, demo_records, tmp_path):
@@ -309,9 +345,13 @@ def test_killed_training_resumes_from_its_checkpoint_and_ends_like_an_uninterrup
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (tmp_path / "killed" / "model").exists(), "a killed run must leave no final model"
+    # as if killed while writing the next checkpoint: its weights are there, its trainer_state.json is not yet
+    partial = first_checkpoint.with_name("checkpoint-8")
+    partial.mkdir(exist_ok=True)
+    shutil.copy(first_checkpoint / "model.safetensors", partial)
 
     resumed = subprocess.run(command, check=True, env=env, capture_output=True, text=True)
-    assert "resuming from" in resumed.stdout and "checkpoint-" in resumed.stdout, resumed.stdout
+    assert f"resuming from {first_checkpoint}" in resumed.stdout, resumed.stdout
     straight = pd.read_parquet(tmp_path / "straight" / "train_log.parquet")
     again = pd.read_parquet(tmp_path / "killed" / "train_log.parquet")
     assert straight["step"].tolist() == list(range(1, 13)) == again["step"].tolist()

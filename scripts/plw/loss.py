@@ -31,7 +31,9 @@ def weighted_token_loss_sum(hidden: torch.Tensor, head_weight: torch.Tensor, inp
     weights = weights[:, 1:].reshape(-1).to(torch.float32)
     keep = weights != 0
     hidden, targets, weights = hidden[keep], targets[keep], weights[keep]
-    total = hidden.new_zeros((), dtype=torch.float32)
+    # zero, but part of the graph: a micro-batch whose weights are all 0 (PLW 0, completions truncated away)
+    # still gives every parameter a (zero) gradient, as backward and data-parallel reduction expect
+    total = (hidden[:0].sum() + head_weight[:0].sum()).float()
     starts = range(0, targets.shape[0], chunk_size)
     for start in starts:
         end = start + chunk_size

@@ -100,15 +100,17 @@ class PromptLossWeightTrainer(Trainer):
             lambda module, inputs, output: self._captured.__setitem__("hidden", output))
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
-        """The weight sum of the optimizer step (all micro-batches, all ranks) for global normalization."""
-        weight_sum = sum(batch["loss_weights"][:, 1:].sum() for batch in batch_samples).to(device)
-        self._since_log["tokens"] += sum(real_tokens(batch) for batch in batch_samples)
-        self._since_log["weight_sum"] += float(weight_sum)
-        if self.loss_normalization != "global":
-            return None
+        """The weight sum of the optimizer step (all micro-batches, all ranks) for global normalization; the
+        step's tokens and weight sum, over all ranks, also go to the log."""
+        step = torch.stack([sum(batch["loss_weights"][:, 1:].sum() for batch in batch_samples).double(),
+                            torch.tensor(sum(real_tokens(batch) for batch in batch_samples), dtype=torch.float64)])
+        step = step.to(device)
         if self.args.world_size > 1:
-            weight_sum = self.accelerator.gather(weight_sum).sum()
-        return weight_sum
+            step = self.accelerator.gather(step).reshape(-1, 2).sum(dim=0)
+        weight_sum, tokens = step.tolist()
+        self._since_log["tokens"] += int(tokens)
+        self._since_log["weight_sum"] += weight_sum
+        return step[0].float() if self.loss_normalization == "global" else None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         weights = inputs.pop("loss_weights")
@@ -121,7 +123,7 @@ class PromptLossWeightTrainer(Trainer):
             loss = loss_sum / weights[:, 1:].sum().clamp(min=1e-12)
         else:
             # DDP/FSDP average gradients over ranks; the global weight sum already spans all ranks.
-            loss = loss_sum / num_items_in_batch * self.args.world_size
+            loss = loss_sum / num_items_in_batch.clamp(min=1e-12) * self.args.world_size
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict, *args, **kwargs) -> None:
