@@ -8,7 +8,7 @@ parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--model-path", required=True, help="model directory or Hub id")
 parser.add_argument("--cell", required=True, help='JSON {"model", "dataset", "plw", "seed"}; nulls for a base model')
 parser.add_argument("--benchmark", required=True)
-parser.add_argument("--spec", required=True, help="the benchmark's config entry, as JSON")
+parser.add_argument("--spec", required=True, help="the benchmark's config entry (task, num_fewshot, limit?), as JSON")
 parser.add_argument("--settings", required=True, help="the config's evaluation section, as JSON")
 parser.add_argument("--local-model", action="store_true", help="the model is a directory, not a Hub id")
 parser.add_argument("--revision", help="Hub revision of a Hub model")
@@ -18,8 +18,8 @@ parser.add_argument("--output-json", required=True)
 args = parser.parse_args()
 spec, settings, cell = json.loads(args.spec), json.loads(args.settings), json.loads(args.cell)
 
-from plw.evaluate import (check_backend, check_metric, check_model_dir, evaluate, load_model,  # noqa: E402
-                          load_task, result_rows, task_manager)
+from plw.evaluate import (check_backend, check_model_dir, evaluate, load_model, load_task,  # noqa: E402
+                          result_rows, task_manager)
 from plw.io import write_parquet, write_text  # noqa: E402
 
 # Everything that can be wrong with the request fails here, before the model loads.
@@ -29,7 +29,6 @@ try:
     check_backend(settings["backend"])
     manager = task_manager(settings["include_path"], spec["task"])
     task = load_task(manager, spec["task"], args.benchmark)
-    check_metric(task, spec["metric"], args.benchmark)
 except (FileNotFoundError, ValueError, ModuleNotFoundError) as error:
     sys.exit(f"error: {error}")
 

@@ -1,7 +1,7 @@
-"""Fill the Hugging Face cache on the login node: Hub models, Hub datasets, and the benchmarks' data.
+"""Fill the Hugging Face cache on the login node: Hub models and the benchmarks' data.
 
 Compute nodes often have no internet; training and evaluation jobs then run with HF_HUB_OFFLINE=1 and
-HF_DATASETS_OFFLINE=1 from this cache.
+HF_DATASETS_OFFLINE=1 from this cache. The workflow runs it once per Hub model and once per benchmark.
 """
 
 import argparse
@@ -11,19 +11,17 @@ import sys
 from plw.io import write_text
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--models", required=True, help="JSON {name: {source, revision?}} of Hub models")
-parser.add_argument("--datasets", required=True, help="JSON {name: {hub, split, revision?}} of Hub datasets")
-parser.add_argument("--benchmarks", required=True, help="the config's benchmarks section, as JSON")
-parser.add_argument("--include-path", required=True, help="JSON list of local task directories")
+parser.add_argument("--models", default="{}", help="JSON {name: {source, revision?}} of Hub models")
+parser.add_argument("--benchmarks", default="{}", help="JSON {name: {task}} of benchmarks")
+parser.add_argument("--include-path", default="[]", help="JSON list of local task directories")
 parser.add_argument("--output", required=True)
 args = parser.parse_args()
 
-fetched = {"models": [], "datasets": [], "tasks": []}
-models, datasets = json.loads(args.models), json.loads(args.datasets)
-benchmarks, include_path = json.loads(args.benchmarks), json.loads(args.include_path)
+fetched = {"models": [], "tasks": []}
+models, benchmarks, include_path = json.loads(args.models), json.loads(args.benchmarks), json.loads(args.include_path)
 
-# Task names first: a typo fails in seconds, not after gigabytes of model downloads.
-from plw.evaluate import UnknownTaskError, check_metric, check_task, load_task, task_manager  # noqa: E402
+# Task names first: a typo fails in seconds, not after a download.
+from plw.evaluate import UnknownTaskError, check_task, load_task, task_manager  # noqa: E402
 
 managers = {}
 for name, spec in benchmarks.items():
@@ -44,19 +42,9 @@ if models:
             skip += ["*.bin", "*.pth", "*.pt"]
         snapshot_download(spec["source"], revision=spec.get("revision"), ignore_patterns=skip)
         fetched["models"].append(spec["source"])
-if datasets:
-    from datasets import load_dataset
-
-    for name, spec in datasets.items():
-        load_dataset(spec["hub"], split=spec["split"], revision=spec.get("revision"))
-        fetched["datasets"].append(spec["hub"])
 
 for name, spec in benchmarks.items():
-    task = load_task(managers[name], spec["task"], name)  # builds the task as a job will: downloads its data
-    try:
-        check_metric(task, spec["metric"], name)  # before any evaluation job starts
-    except ValueError as error:
-        sys.exit(f"error: {error}")
+    load_task(managers[name], spec["task"], name)  # builds the task as a job will: downloads its data
     fetched["tasks"].append(spec["task"])
 write_text(json.dumps(fetched, indent=1), args.output)
 print(json.dumps(fetched, indent=1))

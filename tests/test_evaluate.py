@@ -24,11 +24,10 @@ RANGES = {"acc": (0, 1), "acc_norm": (0, 1), "bleu": (0, 100), "chrf": (0, 100)}
 MODEL_LOADED = "Loading weights"  # what transformers prints once the model loads
 
 
-def run_evaluate(model: Path | str, benchmark: str, spec: dict, cell: dict, out: Path, *, local: bool = True,
-                 settings: dict = SETTINGS):
+def run_evaluate(model: Path | str, benchmark: str, spec: dict, cell: dict, out: Path, *, local: bool = True):
     """scripts/evaluate.py as the evaluate rule calls it (from the repository root, offline)."""
     command = [sys.executable, "scripts/evaluate.py", "--model-path", str(model), "--cell", json.dumps(cell),
-               "--benchmark", benchmark, "--spec", json.dumps(spec), "--settings", json.dumps(settings),
+               "--benchmark", benchmark, "--spec", json.dumps(spec), "--settings", json.dumps(SETTINGS),
                "--output", str(out / f"{benchmark}.parquet"), "--output-json", str(out / f"{benchmark}.json")]
     if local:
         command.append("--local-model")
@@ -123,13 +122,6 @@ def test_unknown_task_fails_with_suggestions_before_the_model_loads(tiny_model_d
         result, "benchmark capitals: unknown lm-eval task 'demo_capital'; did you mean demo_capitals", tmp_path, "capitals")
 
 
-def test_metric_the_task_does_not_report_fails_before_the_model_loads(tiny_model_dir, tmp_path):
-    spec = {"task": "demo_opposites", "num_fewshot": 0, "metric": "acc_norm"}
-    result = run_evaluate(tiny_model_dir, "opposites", spec, CELL, tmp_path)
-    assert_refused_before_the_model_loads(
-        result, "task demo_opposites reports no metric 'acc_norm'; it reports acc", tmp_path, "opposites")
-
-
 @pytest.fixture
 def ter_task_dir(tmp_path) -> Path:
     """A task directory with the demo translation task scored with TER (lower is better) beside BLEU."""
@@ -142,30 +134,39 @@ def ter_task_dir(tmp_path) -> Path:
     return tasks
 
 
-LOWER_IS_BETTER = ("metric 'ter' of task demo_numbers_ter is lower-is-better, but the regression looks for the PLW "
-                   "that maximizes the primary metric; choose one of bleu")
-
-
-def test_lower_is_better_primary_metric_fails_before_the_model_loads(tiny_model_dir, ter_task_dir, tmp_path):
-    spec = {"task": "demo_numbers_ter", "num_fewshot": 0, "metric": "ter"}
-    result = run_evaluate(tiny_model_dir, "numbers", spec, CELL, tmp_path,
-                          settings={**SETTINGS, "include_path": [str(ter_task_dir), "resources/lm_eval_tasks"]})
-    assert_refused_before_the_model_loads(result, LOWER_IS_BETTER, tmp_path, "numbers")
-
-
-def run_prefetch(benchmarks: dict, include_path: list[str], marker: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "scripts/prefetch.py", "--models", "{}", "--datasets", "{}",
-               "--benchmarks", json.dumps(benchmarks), "--include-path", json.dumps(include_path),
-               "--output", str(marker)]
+def run_check_metric(benchmark: str, task: str, metric: str, include_path: list[str], marker: Path):
+    """scripts/check_metric.py as the check_metric rule calls it (offline, from the prefetched cache)."""
+    command = [sys.executable, "scripts/check_metric.py", "--benchmark", benchmark, "--task", task, "--metric", metric,
+               "--include-path", json.dumps(include_path), "--output", str(marker)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_prefetch_refuses_a_lower_is_better_primary_metric(ter_task_dir, tmp_path):
-    benchmarks = {"numbers": {"task": "demo_numbers_ter", "num_fewshot": 0, "metric": "ter"}}
-    result = run_prefetch(benchmarks, [str(ter_task_dir), "resources/lm_eval_tasks"], tmp_path / "prefetch.json")
-    assert result.returncode != 0 and LOWER_IS_BETTER in result.stderr, result.stderr[-3000:]
-    assert not (tmp_path / "prefetch.json").exists()
+@pytest.mark.parametrize("task, metric, message", [
+    ("demo_opposites", "acc_norm", "benchmark b: task demo_opposites reports no metric 'acc_norm'; it reports acc"),
+    ("demo_numbers_ter", "ter", "benchmark b: metric 'ter' of task demo_numbers_ter is lower-is-better, but the "
+                                "regression looks for the PLW that maximizes the primary metric; choose one of bleu"),
+], ids=["not-reported", "lower-is-better"])
+def test_check_metric_refuses_a_primary_metric_the_regression_cannot_use(ter_task_dir, tmp_path, task, metric,
+                                                                          message):
+    marker = tmp_path / "metric.json"
+    result = run_check_metric("b", task, metric, [str(ter_task_dir), "resources/lm_eval_tasks"], marker)
+    assert result.returncode != 0 and message in result.stderr, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and not marker.exists()
+
+
+def test_check_metric_accepts_a_reported_higher_is_better_metric(ter_task_dir, tmp_path):
+    marker = tmp_path / "metric.json"
+    result = run_check_metric("b", "demo_numbers_ter", "bleu", [str(ter_task_dir), "resources/lm_eval_tasks"], marker)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(marker.read_text()) == {"benchmark": "b", "task": "demo_numbers_ter", "metric": "bleu"}
+
+
+def run_prefetch(benchmarks: dict, include_path: list[str], marker: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "scripts/prefetch.py", "--benchmarks", json.dumps(benchmarks),
+               "--include-path", json.dumps(include_path), "--output", str(marker)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_prefetch_of_local_tasks_needs_no_network(tmp_path):
@@ -173,5 +174,5 @@ def test_prefetch_of_local_tasks_needs_no_network(tmp_path):
     result = run_prefetch(DEMO_CONFIG["benchmarks"], ["resources/lm_eval_tasks"], marker)
     assert result.returncode == 0, result.stderr[-3000:]
     fetched = json.loads(marker.read_text())
-    assert fetched == {"models": [], "datasets": [],
+    assert fetched == {"models": [],
                        "tasks": [spec["task"] for spec in DEMO_CONFIG["benchmarks"].values()]}

@@ -97,9 +97,10 @@ def test_interrupted_sweep_resumes_with_only_the_missing_jobs(reduced, how):
 
 
 def test_failed_benchmark_leaves_the_others_done_and_reruns_alone(reduced):
-    # prefetch checks every benchmark's data before any job; break one benchmark's items after it, so that
-    # only that benchmark's evaluations fail
-    run_snakemake(reduced, "results/prefetch.json", "--cores", "1", "--configfile", "config/reduced.yaml")
+    # prefetch checks every benchmark's data first; break one benchmark's items after it, so that only that
+    # benchmark's evaluations fail
+    run_snakemake(reduced, *(f"results/prefetch/metrics/{name}.json" for name in ("capitals", "opposites")),
+                  "--cores", "1", "--configfile", "config/reduced.yaml")
     items = reduced / "resources" / "demo" / "benchmark_items" / "opposites.jsonl"
     good_items = items.read_text()
     items.write_text("{not json\n")
@@ -116,6 +117,9 @@ def test_failed_benchmark_leaves_the_others_done_and_reruns_alone(reduced):
     missing = scores[scores["status"] == "missing"]
     assert sorted(missing["benchmark"].unique()) == ["opposites"] and len(missing) == 3
     assert (scores.loc[scores["status"] == "ok", "benchmark"] == "capitals").all()
+    # ... and regression.md describes the same partial data
+    regression = (reduced / "results" / "tables" / "regression.md").read_text()
+    assert regression.count("| opposites | missing |") == 3, regression
 
     items.write_text(good_items)
     remaining = planned_jobs(reduced)
@@ -124,3 +128,19 @@ def test_failed_benchmark_leaves_the_others_done_and_reruns_alone(reduced):
     run_snakemake(reduced, "--cores", "2", "--configfile", "config/reduced.yaml")
     scores = pd.read_parquet(reduced / "results" / "scores.parquet")
     assert (scores["status"] == "ok").all()
+
+    # on the finished sweep, a config change plans all the jobs it needs in one run, and only those
+    config = reduced_config()
+    config["benchmarks"]["capitals"]["metric"] = "acc"  # every metric is kept: no evaluation reruns
+    (reduced / "config" / "reduced.yaml").write_text(yaml.safe_dump(config))
+    assert planned_jobs(reduced) == {"check_metric": 1, "collect_scores": 1, "fit_regression": 1,
+                                     "make_figures": 1, "all": 1}
+    config["benchmarks"]["capitals_again"] = config["benchmarks"]["capitals"]  # a new benchmark
+    (reduced / "config" / "reduced.yaml").write_text(yaml.safe_dump(config))
+    planned = planned_jobs(reduced)
+    assert (planned["prefetch_benchmark"], planned["check_metric"], planned["evaluate"], planned["evaluate_base"]) \
+        == (1, 2, 2, 1), planned
+    assert "train" not in planned
+    # an evaluation result deleted by hand is made again
+    (evals / "base" / "capitals.parquet").unlink()
+    assert planned_jobs(reduced)["evaluate_base"] == 2

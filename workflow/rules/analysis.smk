@@ -10,45 +10,39 @@ localrules:
 rule collect_scores:
     input:
         all_eval_results(),
+        checked_metrics(),
     output:
-        f"{RESULTS}/scores.parquet",
+        SCORES,
     log:
         f"{LOGS}/collect_scores/collect_scores.log",
     params:
-        expected=as_json(expected_evaluations()),
-        benchmarks=as_json(config["benchmarks"]),
-        power=config["analysis"]["wp_power"],
+        command=shlex.join(collect_scores_command()),
     conda:
         "../../envs/analysis.yaml"
     shell:
-        "python scripts/collect_scores.py --expected {params.expected:q} --benchmarks {params.benchmarks:q}"
-        " --wp-power {params.power} --output {output:q} > {log:q} 2>&1"
+        "{params.command} > {log:q} 2>&1"
 
 
 rule fit_regression:
     input:
-        f"{RESULTS}/scores.parquet",
+        SCORES,
     output:
-        parquet=f"{RESULTS}/tables/regression.parquet",
-        markdown=report(f"{RESULTS}/tables/regression.md", caption="../report/regression.rst", category="Tables"),
+        parquet=REGRESSION["parquet"],
+        markdown=report(REGRESSION["markdown"], caption="../report/regression.rst", category="Tables"),
     log:
         f"{LOGS}/fit_regression/fit_regression.log",
     params:
-        formula=config["analysis"]["formula"],
-        power=config["analysis"]["wp_power"],
-        bootstrap=config["analysis"]["bootstrap_samples"],
+        command=shlex.join(fit_regression_command()),
     conda:
         "../../envs/analysis.yaml"
     shell:
-        "python scripts/fit_regression.py --scores {input:q} --formula {params.formula:q} --wp-power {params.power}"
-        " --bootstrap-samples {params.bootstrap} --parquet {output.parquet:q} --markdown {output.markdown:q}"
-        " > {log:q} 2>&1"
+        "{params.command} > {log:q} 2>&1"
 
 
 rule make_figures:
     input:
-        scores=f"{RESULTS}/scores.parquet",
-        regression=f"{RESULTS}/tables/regression.parquet",
+        scores=SCORES,
+        regression=REGRESSION["parquet"],
     output:
         aggregate=[report(path, caption="../report/aggregate_vs_wp.rst", category="Figures")
                    for path in FIGURES if "aggregate" in path],
@@ -57,13 +51,11 @@ rule make_figures:
     log:
         f"{LOGS}/make_figures/make_figures.log",
     params:
-        power=config["analysis"]["wp_power"],
+        command=shlex.join(make_figures_command()),
     conda:
         "../../envs/analysis.yaml"
     shell:
-        "python scripts/make_figures.py --scores {input.scores:q} --regression {input.regression:q}"
-        " --wp-power {params.power} --aggregate {output.aggregate:q} --benchmarks {output.benchmarks:q}"
-        " > {log:q} 2>&1"
+        "{params.command} > {log:q} 2>&1"
 
 
 onsuccess:
@@ -72,19 +64,19 @@ onsuccess:
 
 
 onerror:
-    # With --keep-going, collect what finished into scores.parquet and list the missing cells there.
+    # With --keep-going, the analysis of the evaluations that finished: scores.parquet lists the missing cells,
+    # and regression.md and the figures describe the same partial data.
     if workflow.execution_settings.keep_going and not workflow.dryrun:
         import subprocess
 
-        subprocess.run(
-            ["python", "scripts/collect_scores.py", "--allow-missing",
-             "--expected", as_json(expected_evaluations()), "--benchmarks", as_json(config["benchmarks"]),
-             "--wp-power", str(config["analysis"]["wp_power"]), "--output", f"{RESULTS}/scores.parquet"],
-            check=False,
-        )
-        # Dated 1970, so the next run sees it as older than its inputs and rebuilds it with the missing
-        # evaluations, instead of taking this partial table as up to date.
-        if os.path.exists(f"{RESULTS}/scores.parquet"):
-            os.utime(f"{RESULTS}/scores.parquet", (1, 1))  # 0 would read as "no time"
-        print(f"--keep-going: {RESULTS}/scores.parquet was built from the evaluations that finished; "
-              "its rows with status 'missing' list the rest.")
+        partial = [SCORES, *REGRESSION.values(), *FIGURES]
+        for command in (collect_scores_command(allow_missing=True), fit_regression_command(), make_figures_command()):
+            if subprocess.run(command, check=False).returncode:
+                break
+        # Dated 1970, so the next run sees them as older than their inputs and rebuilds them with the missing
+        # evaluations, instead of taking these partial results as up to date.
+        for path in partial:
+            if os.path.exists(path):
+                os.utime(path, (1, 1))  # 0 would read as "no time"
+        print(f"--keep-going: {SCORES}, {REGRESSION['markdown']} and the figures were built from the evaluations "
+              "that finished; the rows of scores.parquet with status 'missing' list the rest.")

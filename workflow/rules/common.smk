@@ -25,8 +25,10 @@ os.environ["PATH"] = SEARCH_PATH  # two statements: the linter's regex reads one
 RESULTS = "results"
 LOGS = f"{RESULTS}/logs"
 CELL = "{model}/{dataset}/plw-{plw}/seed-{seed}"
-# Compute nodes often have no internet: their jobs read the cache that the `prefetch` localrule filled.
-PREFETCHED = f"{RESULTS}/prefetch.json"
+# Compute nodes often have no internet: their jobs read the cache that the prefetch localrules filled, one
+# marker per Hub model and per benchmark (plain inputs: with ancient() ones, Snakemake 9 skips the jobs below
+# a rerun prefetch job, even those whose outputs are missing).
+PREFETCH = f"{RESULTS}/prefetch"
 OFFLINE = "HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1"
 
 MODELS = list(config["models"])
@@ -84,7 +86,7 @@ def base_model(model):
     spec = config["models"][model]
     if "build" in spec:
         return f"{RESULTS}/base_models/{model}"
-    return spec["source"]
+    return os.path.expanduser(spec["source"])
 
 
 def base_model_files(model):
@@ -95,6 +97,24 @@ def base_model_files(model):
 
 def base_model_input(wildcards):
     return base_model_files(wildcards.model)
+
+
+def is_hub_model(model):
+    spec = config["models"][model]
+    return "source" in spec and not is_local_path(spec["source"])
+
+
+def prefetched_model(wildcards):
+    """The prefetch marker of a Hub model (none for a local or built one)."""
+    return [f"{PREFETCH}/models/{wildcards.model}.json"] if is_hub_model(wildcards.model) else []
+
+
+def prefetched_benchmark(wildcards):
+    return f"{PREFETCH}/benchmarks/{wildcards.benchmark}.json"
+
+
+def checked_metrics():
+    return [f"{PREFETCH}/metrics/{benchmark}.json" for benchmark in BENCHMARKS]
 
 
 # ---- datasets ----------------------------------------------------------------------------------------
@@ -165,8 +185,10 @@ def dataset_file(wildcards):
     return spec.get("path", [])
 
 
-def benchmark_spec(wildcards):
-    return as_json(config["benchmarks"][wildcards.benchmark])
+def evaluation_spec(wildcards):
+    """What an evaluation job runs: the benchmark's entry without its primary metric, which only the analysis
+    reads (every metric is kept), so that changing it reruns no evaluation."""
+    return as_json({key: value for key, value in config["benchmarks"][wildcards.benchmark].items() if key != "metric"})
 
 
 def trust_remote_code_flag(wildcards):
@@ -190,8 +212,35 @@ FIGURES = [f"{RESULTS}/figures/{name}.{ext}" for name in ("aggregate_vs_wp", "be
            for ext in ("png", "pdf")]
 
 
+SCORES = f"{RESULTS}/scores.parquet"
+REGRESSION = {"parquet": f"{RESULTS}/tables/regression.parquet", "markdown": f"{RESULTS}/tables/regression.md"}
+
+
+# The analysis steps as commands: the rules run them, and onerror (--keep-going) runs them on what finished.
+def collect_scores_command(allow_missing=False):
+    return ["python", "scripts/collect_scores.py", *(["--allow-missing"] if allow_missing else []),
+            "--expected", as_json(expected_evaluations()), "--benchmarks", as_json(config["benchmarks"]),
+            "--wp-power", str(config["analysis"]["wp_power"]), "--output", SCORES]
+
+
+def fit_regression_command():
+    analysis = config["analysis"]
+    return ["python", "scripts/fit_regression.py", "--scores", SCORES, "--formula", analysis["formula"],
+            "--wp-power", str(analysis["wp_power"]), "--bootstrap-samples", str(analysis["bootstrap_samples"]),
+            "--parquet", REGRESSION["parquet"], "--markdown", REGRESSION["markdown"]]
+
+
+def make_figures_command():
+    return ["python", "scripts/make_figures.py", "--scores", SCORES, "--regression", REGRESSION["parquet"],
+            "--wp-power", str(config["analysis"]["wp_power"]),
+            "--aggregate", *[path for path in FIGURES if "aggregate" in path],
+            "--benchmarks", *[path for path in FIGURES if "benchmarks" in path]]
+
+
 def final_targets():
+    """The tables, figures and scores, and every evaluation result: one deleted by hand is made again."""
     return [
+        *all_eval_results(),
         f"{RESULTS}/tables/dataset_stats.md",
         f"{RESULTS}/scores.parquet",
         f"{RESULTS}/tables/regression.md",

@@ -1,32 +1,67 @@
 """Evaluation: one job per (cell, benchmark) with lm-evaluation-harness, plus the base models' reference rows."""
 
 localrules:
-    prefetch,
+    prefetch_model,
+    prefetch_benchmark,
+    check_metric,
 
 
-rule prefetch:
+# The prefetch jobs come first (priority): a wrong task or metric name stops the run before most jobs start.
+rule prefetch_model:
     output:
-        PREFETCHED,
+        f"{PREFETCH}/models/{{model}}.json",
     log:
-        f"{LOGS}/prefetch/prefetch.log",
+        f"{LOGS}/prefetch_model/{{model}}.log",
     params:
-        models=as_json({name: spec for name, spec in config["models"].items()
-                        if "source" in spec and not is_local_path(spec["source"])}),
-        datasets=as_json({name: spec for name, spec in config["datasets"].items() if "hub" in spec}),
-        benchmarks=as_json(config["benchmarks"]),
-        include_path=as_json(config["evaluation"]["include_path"]),
+        models=lambda wildcards: as_json({wildcards.model: config["models"][wildcards.model]}),
+    priority: 100
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "python scripts/prefetch.py --models {params.models:q} --datasets {params.datasets:q}"
-        " --benchmarks {params.benchmarks:q} --include-path {params.include_path:q}"
+        "python scripts/prefetch.py --models {params.models:q} --output {output:q} > {log:q} 2>&1"
+
+
+rule prefetch_benchmark:
+    output:
+        f"{PREFETCH}/benchmarks/{{benchmark}}.json",
+    log:
+        f"{LOGS}/prefetch_benchmark/{{benchmark}}.log",
+    params:
+        benchmarks=lambda wildcards: as_json({wildcards.benchmark: {
+            "task": config["benchmarks"][wildcards.benchmark]["task"]}}),
+        include_path=as_json(config["evaluation"]["include_path"]),
+    priority: 100
+    conda:
+        "../../envs/evaluate.yaml"
+    shell:
+        "python scripts/prefetch.py --benchmarks {params.benchmarks:q} --include-path {params.include_path:q}"
         " --output {output:q} > {log:q} 2>&1"
+
+
+rule check_metric:
+    input:
+        prefetched_benchmark,
+    output:
+        f"{PREFETCH}/metrics/{{benchmark}}.json",
+    log:
+        f"{LOGS}/check_metric/{{benchmark}}.log",
+    params:
+        task=lambda wildcards: config["benchmarks"][wildcards.benchmark]["task"],
+        metric=lambda wildcards: config["benchmarks"][wildcards.benchmark]["metric"],
+        include_path=as_json(config["evaluation"]["include_path"]),
+        offline=OFFLINE,
+    priority: 100
+    conda:
+        "../../envs/evaluate.yaml"
+    shell:
+        "{params.offline} python scripts/check_metric.py --benchmark {wildcards.benchmark} --task {params.task:q}"
+        " --metric {params.metric:q} --include-path {params.include_path:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule evaluate:
     input:
         model=f"{RESULTS}/models/{CELL}/model",
-        prefetched=ancient(PREFETCHED),
+        prefetched=prefetched_benchmark,
     output:
         scores=f"{RESULTS}/eval/{CELL}/{{benchmark}}.parquet",
         results=f"{RESULTS}/eval/{CELL}/{{benchmark}}.json",
@@ -35,7 +70,7 @@ rule evaluate:
     params:
         cell=lambda wildcards: as_json(dict(model=wildcards.model, dataset=wildcards.dataset,
                                             plw=float(wildcards.plw), seed=int(wildcards.seed))),
-        spec=benchmark_spec,
+        spec=evaluation_spec,
         settings=as_json(config["evaluation"]),
         offline=OFFLINE,
         trust_remote_code=trust_remote_code_flag,
@@ -50,7 +85,7 @@ rule evaluate:
 rule evaluate_base:
     input:
         model=base_model_input,
-        prefetched=ancient(PREFETCHED),
+        prefetched=lambda wildcards: [prefetched_benchmark(wildcards), *prefetched_model(wildcards)],
     output:
         scores=f"{RESULTS}/eval/{{model}}/base/{{benchmark}}.parquet",
         results=f"{RESULTS}/eval/{{model}}/base/{{benchmark}}.json",
@@ -62,7 +97,7 @@ rule evaluate_base:
         revision=lambda wildcards: (f"--revision {shlex.quote(config['models'][wildcards.model]['revision'])}"
                                     if "revision" in config["models"][wildcards.model] else ""),
         cell=lambda wildcards: as_json(dict(model=wildcards.model, dataset=None, plw=None, seed=None)),
-        spec=benchmark_spec,
+        spec=evaluation_spec,
         settings=as_json(config["evaluation"]),
         offline=OFFLINE,
         trust_remote_code=trust_remote_code_flag,

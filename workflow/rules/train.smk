@@ -5,8 +5,7 @@ rule train:
     input:
         data=training_data_input,
         base=base_model_input,
-        # also checks every benchmark's task and data before the first (expensive) training starts
-        prefetched=ancient(PREFETCHED),
+        prefetched=prefetched_model,
     output:
         model=directory(f"{RESULTS}/models/{CELL}/model"),
         log=f"{RESULTS}/models/{CELL}/train_log.parquet",
