@@ -171,7 +171,8 @@ def is_estimable(fit: pd.DataFrame) -> bool:
 
 def regression_markdown(table: pd.DataFrame, missing: pd.DataFrame, formula: str, power: float) -> str:
     lines = [f"# Mixed-effects regression (Table 3)\n", f"`{formula}` with a random intercept per benchmark, "
-             f"fitted by maximum likelihood; wp = PLW^{power}. LRT: against the intercept-only model.\n",
+             f"fitted by maximum likelihood; wp = PLW^{power}. LRT: against the intercept-only model. Scores are "
+             "fractions (BLEU and chrF divided by 100).\n",
              "| dataset | model | term | estimate | SE | p | LRT χ² (df) | LRT p | critical PLW |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     notes = []

@@ -5,7 +5,9 @@ import pandas as pd
 from plotnine import (aes, element_text, facet_grid, facet_wrap, geom_hline, geom_line, geom_point, ggplot, labs,
                       scale_x_continuous, theme, theme_bw)
 
-from plw.analysis import is_estimable, primary_scores
+from plw.analysis import PERCENT_METRICS, is_estimable, primary_scores
+
+SCORE_UNITS = "fraction; BLEU, chrF / 100"
 
 
 def wp_axis(plws: np.ndarray, power: float):
@@ -50,7 +52,7 @@ def aggregate_figure(scores: pd.DataFrame, regression: pd.DataFrame, power: floa
             + geom_line(curves, aes("wp", "score", colour="model"))
             + facet_wrap("dataset")
             + wp_axis(data["plw"].to_numpy(), power)
-            + labs(y="mean benchmark score", colour="model",
+            + labs(y=f"mean primary score ({SCORE_UNITS})", colour="model",
                    title="Aggregate score against prompt-loss weight (dashed: base model)")
             + theme_bw() + theme(figure_size=(4 + 3 * data["dataset"].nunique(), 4),
                                  axis_text_x=element_text(rotation=45)))
@@ -58,6 +60,9 @@ def aggregate_figure(scores: pd.DataFrame, regression: pd.DataFrame, power: floa
 
 def benchmark_figure(scores: pd.DataFrame, power: float):
     """Figure 2: each benchmark's primary score against wp, facets benchmark × dataset."""
+    # each panel names its benchmark's primary metric and scale
+    scores = scores.assign(benchmark=scores["benchmark"] + ": " + scores["metric"]
+                           + scores["metric"].isin(PERCENT_METRICS).map({True: " / 100", False: ""}))
     data = primary_scores(scores)
     points = cell_means(data, ["dataset", "model", "benchmark", "plw"])
     base = base_reference(scores, ["model", "benchmark"])
@@ -66,7 +71,7 @@ def benchmark_figure(scores: pd.DataFrame, power: float):
             + geom_point(size=2) + geom_line()
             + facet_grid("benchmark ~ dataset", scales="free_y")
             + wp_axis(data["plw"].to_numpy(), power)
-            + labs(y="score (primary metric)", colour="model",
+            + labs(y=f"primary score ({SCORE_UNITS})", colour="model",
                    title="Benchmark scores against prompt-loss weight (dashed: base model)")
             + theme_bw() + theme(figure_size=(3 + 3 * data["dataset"].nunique(), 2 + 2 * data["benchmark"].nunique()),
                                  axis_text_x=element_text(rotation=45)))

@@ -26,7 +26,10 @@ def dataset_stats(counts: pd.DataFrame) -> dict:
 
 def to_markdown(table: pd.DataFrame) -> str:
     """Table 1 as Markdown: mean ± sd per field."""
-    lines = ["| model | dataset | records | instruction | input | completion | total tokens | completion/prompt |",
+    lines = ["# Token statistics per dataset (Table 1)\n",
+             "Tokens per record in the model's tokenizer, mean ± standard deviation; completion/prompt is the ratio "
+             "of all completion tokens to all instruction and input tokens.\n",
+             "| model | dataset | records | instruction | input | completion | total tokens | completion/prompt |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in table.itertuples():
         cells = [f"{getattr(row, f + '_mean'):.1f} ± {getattr(row, f + '_sd'):.1f}"
