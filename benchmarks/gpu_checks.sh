@@ -13,11 +13,14 @@ if compgen -G ".whl/*.whl" >/dev/null; then
   export PYTHONPATH=/tmp/plw-site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/machine.log"
-python3 -m pytest -q -p no:cacheprovider tests/test_train.py -k cuda 2>&1 | tee "$out/tests.log"
+status=0  # a failing step does not stop the others: device time is scarce
+logged() { local log=$1; shift; "$@" 2>&1 | tee "$out/$log" || status=1; }
+logged machine.log nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+logged tests.log python3 -m pytest -q -p no:cacheprovider tests/test_train.py -k cuda
 model=(--device cuda --dtype bfloat16 --preset 1b)
 for attn in packed_sdpa sdpa; do
-  python3 benchmarks/bench_throughput.py "${model[@]}" --records-per-step 128 --micro-batch 16 \
-    --packed-micro-batch 128 --ours-attn "$attn" 2>&1 | tee "$out/throughput_$attn.log"
+  logged "throughput_$attn.log" python3 benchmarks/bench_throughput.py "${model[@]}" --records-per-step 128 \
+    --micro-batch 16 --packed-micro-batch 128 --ours-attn "$attn"
 done
-python3 benchmarks/bench_loss_overhead.py "${model[@]}" --batch 16 2>&1 | tee "$out/loss_overhead.log"
+logged loss_overhead.log python3 benchmarks/bench_loss_overhead.py "${model[@]}" --batch 16
+exit $status

@@ -21,7 +21,8 @@ fetched = {"models": [], "tasks": []}
 models, benchmarks, include_path = json.loads(args.models), json.loads(args.benchmarks), json.loads(args.include_path)
 
 # Task names first: a typo fails in seconds, not after a download.
-from plw.evaluate import UnknownTaskError, check_task, load_task, task_manager  # noqa: E402
+if benchmarks:
+    from plw.evaluate import UnknownTaskError, check_task, load_task, task_manager
 
 managers = {}
 for name, spec in benchmarks.items():

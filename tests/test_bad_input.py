@@ -127,7 +127,8 @@ RUN_CASES = [
      r"Missing input files[\s\S]*nowhere/data\.json"),
     ("missing model directory", with_model("m", {"source": "./no/such/model"}), {},
      "results/tables/dataset_stats.md", r"Missing input files[\s\S]*no/such/model"),
-    ("unknown benchmark task", with_benchmark(task="demo_capitalz"), {}, "results/prefetch/benchmarks/capitals.json",
+    # the whole sweep as target: the prefetch jobs come first, so no training starts
+    ("unknown benchmark task", with_benchmark(task="demo_capitalz"), {}, "results/scores.parquet",
      r"benchmark capitals: unknown lm-eval task 'demo_capitalz'; did you mean demo_capitals"),
     ("model source with a shell command", with_model("m", {"source": "$(touch pwned)"}), {},
      "results/tables/dataset_stats.md", r"\$\(touch pwned\)"),

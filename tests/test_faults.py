@@ -129,7 +129,12 @@ def test_failed_benchmark_leaves_the_others_done_and_reruns_alone(reduced):
     scores = pd.read_parquet(reduced / "results" / "scores.parquet")
     assert (scores["status"] == "ok").all()
 
-    # on the finished sweep, a config change plans all the jobs it needs in one run, and only those
+    # on the finished sweep, an evaluation result deleted by hand is made again
+    (evals / "base" / "capitals.parquet").unlink()
+    assert planned_jobs(reduced)["evaluate_base"] == 1
+    run_snakemake(reduced, "--cores", "2", "--configfile", "config/reduced.yaml")
+
+    # a config change plans all the jobs it needs in one run, and only those
     config = reduced_config()
     config["benchmarks"]["capitals"]["metric"] = "acc"  # every metric is kept: no evaluation reruns
     (reduced / "config" / "reduced.yaml").write_text(yaml.safe_dump(config))
@@ -141,6 +146,3 @@ def test_failed_benchmark_leaves_the_others_done_and_reruns_alone(reduced):
     assert (planned["prefetch_benchmark"], planned["check_metric"], planned["evaluate"], planned["evaluate_base"]) \
         == (1, 2, 2, 1), planned
     assert "train" not in planned
-    # an evaluation result deleted by hand is made again
-    (evals / "base" / "capitals.parquet").unlink()
-    assert planned_jobs(reduced)["evaluate_base"] == 2

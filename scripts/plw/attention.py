@@ -10,6 +10,7 @@ cache (generation) it is sdpa. Query, key and value: (batch, heads, length, head
 fewer heads.
 """
 
+import functools
 import inspect
 
 import torch
@@ -23,10 +24,16 @@ from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_p
 PACKED_SDPA = "packed_sdpa"
 # Attention options of some models that plain causal attention would silently ignore.
 UNSUPPORTED_OPTIONS = ("softcap", "sliding_window", "s_aux")
-# The varlen kernel: CUDA, half precision and no dropout only; causal through `window_size` (torch >= 2.11),
-# grouped-query attention through `enable_gqa` (torch >= 2.13; before, key and value heads are repeated).
+# The varlen kernel: CUDA (flash attention: Ampere or newer), half precision and no dropout only; causal through
+# `window_size` (torch >= 2.11), grouped-query attention through `enable_gqa` (torch >= 2.13; before, key and
+# value heads are repeated).
 VARLEN_DTYPES = (torch.float16, torch.bfloat16)
 VARLEN_KEYWORDS = set(inspect.signature(varlen_attn).parameters)
+
+
+@functools.cache
+def _runs_flash_attention(device_index: int) -> bool:
+    return torch.cuda.get_device_capability(device_index)[0] >= 8
 
 
 def default_attention(packing: bool, cuda: bool) -> str:
@@ -57,7 +64,7 @@ def packed_sdpa_attention(module, query: torch.Tensor, key: torch.Tensor, value:
     if cu_seq_lens_q is None and position_ids is not None and position_ids.numel() == batch * length:
         (cu_seq_lens_q, _), (max_length_q, _) = prepare_fa_kwargs_from_position_ids(position_ids)
     if cu_seq_lens_q is not None and query.is_cuda and query.dtype in VARLEN_DTYPES and dropout == 0.0 \
-            and "window_size" in VARLEN_KEYWORDS:
+            and "window_size" in VARLEN_KEYWORDS and _runs_flash_attention(query.device.index):
         longest = int(max_length_q if max_length_q is not None else cu_seq_lens_q.diff().max())
         return varlen_causal_attention(query, key, value, cu_seq_lens_q, longest, scaling), None
     bounds = cu_seq_lens_q.tolist() if cu_seq_lens_q is not None else list(range(0, batch * length + 1, length))

@@ -1,6 +1,7 @@
 """Score one model on one benchmark with lm-evaluation-harness and turn its results into tidy rows.
 
-Order of work in a job: cheap checks (model directory, task name, metric) first, then the model loads.
+Order of work in a job: cheap checks (model directory, task name) first, then the model loads. The primary
+metric is checked once per benchmark, by check_metric (scripts/check_metric.py).
 """
 
 import difflib

@@ -102,9 +102,10 @@ class PromptLossWeightTrainer(Trainer):
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
         """The weight sum of the optimizer step (all micro-batches, all ranks) for global normalization; the
         step's tokens and weight sum, over all ranks, also go to the log."""
-        step = torch.stack([sum(batch["loss_weights"][:, 1:].sum() for batch in batch_samples).double(),
-                            torch.tensor(sum(real_tokens(batch) for batch in batch_samples), dtype=torch.float64)])
-        step = step.to(device)
+        weight_sum = sum(batch["loss_weights"][:, 1:].sum() for batch in batch_samples).double()
+        tokens = torch.tensor(sum(real_tokens(batch) for batch in batch_samples), dtype=torch.float64,
+                              device=weight_sum.device)  # batches are on the accelerator already, or on the CPU
+        step = torch.stack([weight_sum, tokens]).to(device)
         if self.args.world_size > 1:
             step = self.accelerator.gather(step).reshape(-1, 2).sum(dim=0)
         weight_sum, tokens = step.tolist()

@@ -65,18 +65,25 @@ onsuccess:
 
 onerror:
     # With --keep-going, the analysis of the evaluations that finished: scores.parquet lists the missing cells,
-    # and regression.md and the figures describe the same partial data.
+    # and regression.md and the figures describe the same partial data (only once every primary metric passed
+    # check_metric: the regression must not maximize a metric that failed it).
     if workflow.execution_settings.keep_going and not workflow.dryrun:
         import subprocess
 
-        partial = [SCORES, *REGRESSION.values(), *FIGURES]
-        for command in (collect_scores_command(allow_missing=True), fit_regression_command(), make_figures_command()):
+        steps = [collect_scores_command(allow_missing=True)]
+        if all(os.path.exists(path) for path in checked_metrics()):
+            steps += [fit_regression_command(), make_figures_command()]
+        built = []
+        for command in steps:
             if subprocess.run(command, check=False).returncode:
+                print(f"--keep-going: {shlex.join(command[:2])} failed on the partial results")
                 break
+            built.append(command[1])
         # Dated 1970, so the next run sees them as older than their inputs and rebuilds them with the missing
         # evaluations, instead of taking these partial results as up to date.
-        for path in partial:
+        for path in [SCORES, *REGRESSION.values(), *FIGURES]:
             if os.path.exists(path):
                 os.utime(path, (1, 1))  # 0 would read as "no time"
-        print(f"--keep-going: {SCORES}, {REGRESSION['markdown']} and the figures were built from the evaluations "
-              "that finished; the rows of scores.parquet with status 'missing' list the rest.")
+        if built:
+            print(f"--keep-going: {', '.join(built)} ran on the evaluations that finished; the rows of "
+                  f"{SCORES} with status 'missing' list the rest.")

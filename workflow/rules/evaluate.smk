@@ -16,7 +16,8 @@ rule prefetch_model:
         models=lambda wildcards: as_json({wildcards.model: config["models"][wildcards.model]}),
     priority: 100
     conda:
-        "../../envs/evaluate.yaml"
+        # the trainings' environment: a change to it reruns them anyway, one to the evaluation's must not
+        "../../envs/train.yaml"
     shell:
         "python scripts/prefetch.py --models {params.models:q} --output {output:q} > {log:q} 2>&1"
 
