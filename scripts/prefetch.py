@@ -36,7 +36,11 @@ if models:
     from huggingface_hub import HfApi, snapshot_download
 
     for name, spec in models.items():
-        files = HfApi().list_repo_files(spec["source"], revision=spec.get("revision"))
+        try:
+            files = HfApi().list_repo_files(spec["source"], revision=spec.get("revision"))
+        except Exception as error:  # noqa: BLE001  (a network, authentication or name error, all fatal here)
+            sys.exit(f"error: model {name}: source {spec['source']!r} is no local directory (write a relative one "
+                     f"as ./{spec['source']}) and could not be listed on the Hub: {type(error).__name__}: {error}")
         # Only one copy of the weights: safetensors where the repository has them.
         skip = ["*.msgpack", "*.h5", "*.ot", "*.onnx", "original/*"]
         if any(file.endswith(".safetensors") for file in files):

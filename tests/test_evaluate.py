@@ -162,9 +162,11 @@ def test_check_metric_accepts_a_reported_higher_is_better_metric(ter_task_dir, t
     assert json.loads(marker.read_text()) == {"benchmark": "b", "task": "demo_numbers_ter", "metric": "bleu"}
 
 
-def run_prefetch(benchmarks: dict, include_path: list[str], marker: Path) -> subprocess.CompletedProcess:
+def run_prefetch(benchmarks: dict, include_path: list[str], marker: Path, models: dict | None = None):
+    """scripts/prefetch.py as the prefetch rules call it, here offline."""
     command = [sys.executable, "scripts/prefetch.py", "--benchmarks", json.dumps(benchmarks),
-               "--include-path", json.dumps(include_path), "--output", str(marker)]
+               "--include-path", json.dumps(include_path), "--models", json.dumps(models or {}),
+               "--output", str(marker)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
@@ -176,3 +178,12 @@ def test_prefetch_of_local_tasks_needs_no_network(tmp_path):
     fetched = json.loads(marker.read_text())
     assert fetched == {"models": [],
                        "tasks": [spec["task"] for spec in DEMO_CONFIG["benchmarks"].values()]}
+
+
+def test_prefetch_of_a_model_the_hub_cannot_list_names_it_without_a_traceback(tmp_path):
+    marker = tmp_path / "prefetch.json"
+    result = run_prefetch({}, [], marker, models={"m": {"source": "some/dir"}})
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert ("error: model m: source 'some/dir' is no local directory (write a relative one as ./some/dir) and "
+            "could not be listed on the Hub") in result.stderr, result.stderr[-2000:]
+    assert not marker.exists()
