@@ -102,15 +102,15 @@ class PromptLossWeightTrainer(Trainer):
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
         """The weight sum of the optimizer step (all micro-batches, all ranks) for global normalization; the
         step's tokens and weight sum, over all ranks, also go to the log."""
-        weight_sum = sum(batch["loss_weights"][:, 1:].sum() for batch in batch_samples).double()
+        weights = sum(batch["loss_weights"][:, 1:].sum() for batch in batch_samples).double()
         tokens = torch.tensor(sum(real_tokens(batch) for batch in batch_samples), dtype=torch.float64,
-                              device=weight_sum.device)  # batches are on the accelerator already, or on the CPU
-        step = torch.stack([weight_sum, tokens]).to(device)
+                              device=weights.device)  # batches are on the accelerator already, or on the CPU
+        step = torch.stack([weights, tokens]).to(device)  # [weight sum, tokens]
         if self.args.world_size > 1:
             step = self.accelerator.gather(step).reshape(-1, 2).sum(dim=0)
-        weight_sum, tokens = step.tolist()
-        self._since_log["tokens"] += int(tokens)
-        self._since_log["weight_sum"] += weight_sum
+        step_weight_sum, step_tokens = step.tolist()  # one host sync
+        self._since_log["weight_sum"] += step_weight_sum
+        self._since_log["tokens"] += int(step_tokens)
         return step[0].float() if self.loss_normalization == "global" else None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

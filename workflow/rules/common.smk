@@ -99,14 +99,9 @@ def base_model_input(wildcards):
     return base_model_files(wildcards.model)
 
 
-def is_hub_model(model):
-    spec = config["models"][model]
-    return "source" in spec and not is_local_path(spec["source"])
-
-
 def prefetched_model(wildcards):
-    """The prefetch marker of a Hub model (none for a local or built one)."""
-    return [f"{PREFETCH}/models/{wildcards.model}.json"] if is_hub_model(wildcards.model) else []
+    """The prefetch marker of a Hub model (none for a model on disk: local or built)."""
+    return [] if base_model_files(wildcards.model) else [f"{PREFETCH}/models/{wildcards.model}.json"]
 
 
 def prefetched_benchmark(wildcards):
@@ -242,7 +237,7 @@ def final_targets():
     return [
         *all_eval_results(),
         f"{RESULTS}/tables/dataset_stats.md",
-        f"{RESULTS}/scores.parquet",
-        f"{RESULTS}/tables/regression.md",
+        SCORES,
+        REGRESSION["markdown"],
         *FIGURES,
     ]
