@@ -1,7 +1,8 @@
 """Loss overhead: forward+backward time with this project's weighted loss vs. Transformers' plain loss.
 
 Ours: PromptLossWeightTrainer.compute_loss (the model runs with logits_to_keep=1, the final norm's output is
-captured and weighted_token_loss_sum projects it onto the vocabulary in checkpointed chunks), then backward.
+captured and weighted_token_loss_sum projects it onto the vocabulary in chunks, making the loss's gradients as it
+goes), then backward.
 Baseline, measured in the same run on the same model and the same batches: `model(input_ids, labels=labels).loss`
 then backward. The batches hold no padding and the prompt-loss weight is > 0, so every position is in both
 losses (our loss skips zero-weight positions, which would only flatter it). The two alternate, warm-up first;

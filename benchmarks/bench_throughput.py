@@ -42,6 +42,9 @@ IGNORE_INDEX = -100
 PRESETS = {
     "tiny": dict(vocab_size=512, hidden_size=96, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=4),
+    # LLaMA-2's vocabulary on a small body: the vocabulary projection is most of a step, so (b) times the loss
+    "small": dict(vocab_size=32000, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=4),
     "1b": dict(vocab_size=32000, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
                num_attention_heads=32, num_key_value_heads=8),
 }

@@ -383,7 +383,16 @@ def test_chunked_loss_and_its_gradients_equal_the_full_logits_loss(chunk_size):
     expected_grads = torch.autograd.grad(expected, (hidden, head))
 
     chunked = weighted_token_loss_sum(hidden, head, input_ids, weights, chunk_size)
-    grads = torch.autograd.grad(chunked, (hidden, head))
+    # the gradients are made in the forward pass and scaled in the backward: scale by a factor other than 1
+    grads = torch.autograd.grad(chunked * 0.37, (hidden, head))
     assert torch.allclose(chunked, expected, rtol=1e-5)
     for grad, expected_grad in zip(grads, expected_grads):
-        assert torch.allclose(grad, expected_grad, rtol=1e-4, atol=1e-6)
+        assert torch.allclose(grad, expected_grad * 0.37, rtol=1e-4, atol=1e-6)
+
+    # a frozen head (LoRA) gets no gradient and costs none; without autograd the loss is the same
+    frozen = weighted_token_loss_sum(hidden, head.detach(), input_ids, weights, chunk_size)
+    (hidden_grad,) = torch.autograd.grad(frozen, (hidden,))
+    assert torch.allclose(hidden_grad, expected_grads[0], rtol=1e-4, atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(weighted_token_loss_sum(hidden, head, input_ids, weights, chunk_size), expected,
+                              rtol=1e-5)

@@ -1,45 +1,75 @@
 """The weighted causal-LM loss, computed in chunks so the full fp32 logits are never materialized at once."""
 
 import torch
-import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
+from torch.autograd.function import once_differentiable
 
 
 # Tokens per chunk by default: as many as keep one chunk's fp32 logits at 2**27 values (0.5 GiB), i.e. 1046
-# tokens at LLaMA-3's 128256 and 4194 at LLaMA-2's 32000 (fewer, larger chunks: less recomputation, fewer kernels).
+# tokens at LLaMA-3's 128256 and 4194 at LLaMA-2's 32000 (fewer, larger chunks: fewer, larger kernels).
 LOGITS_PER_CHUNK = 2**27
 
 
-def _chunk_loss(hidden: torch.Tensor, head_weight: torch.Tensor, targets: torch.Tensor,
-                weights: torch.Tensor) -> torch.Tensor:
-    logits = (hidden @ head_weight.T).float()
-    return (F.cross_entropy(logits, targets, reduction="none") * weights).sum()
+class _WeightedLinearCrossEntropy(torch.autograd.Function):
+    """Σ w·ℓ of the logits hidden @ head_weight.T, chunk by chunk.
+
+    The gradients are computed in the forward pass, while each chunk's logits exist (as Liger-Kernel's fused
+    linear cross-entropy does), so the backward pass only scales them: no logits are kept or recomputed, and
+    the vocabulary projection costs the plain loss's three matmuls.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, head_weight, targets, weights, chunk_size, hidden_needs_grad, head_needs_grad):
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.zeros_like(hidden) if hidden_needs_grad else None
+        grad_head = torch.zeros_like(head_weight) if head_needs_grad else None
+        for start in range(0, targets.shape[0], chunk_size):
+            chunk = slice(start, start + chunk_size)
+            chunk_hidden, chunk_targets, chunk_weights = hidden[chunk], targets[chunk], weights[chunk]
+            logits = (chunk_hidden @ head_weight.T).float()
+            log_normalizer = logits.logsumexp(dim=-1)
+            target_logits = logits.gather(1, chunk_targets[:, None]).squeeze(1)
+            total += ((log_normalizer - target_logits) * chunk_weights).sum()
+            if grad_hidden is None and grad_head is None:
+                continue
+            # d(w·ℓ)/d logits = w · (softmax - one_hot(target)), made in place of the logits
+            grad_logits = logits.sub_(log_normalizer[:, None]).exp_()
+            grad_logits.scatter_add_(1, chunk_targets[:, None], torch.full_like(grad_logits[:, :1], -1.0))
+            grad_logits.mul_(chunk_weights[:, None])
+            if grad_hidden is not None:
+                grad_hidden[chunk] = grad_logits.to(head_weight.dtype) @ head_weight
+            if grad_head is not None:
+                grad_head += grad_logits.T.to(chunk_hidden.dtype) @ chunk_hidden
+        ctx.gradients = (grad_hidden, grad_head)
+        return total
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_total):
+        if ctx.gradients is None:
+            raise RuntimeError("the weighted loss's gradients were used by an earlier backward pass")
+        grad_hidden, grad_head = ctx.gradients
+        ctx.gradients = None  # scaled in place, not copied: a head-sized gradient can take gigabytes
+        for grad in (grad_hidden, grad_head):
+            if grad is not None:
+                grad.mul_(grad_total.to(grad.dtype))
+        return grad_hidden, grad_head, None, None, None, None, None
 
 
 def weighted_token_loss_sum(hidden: torch.Tensor, head_weight: torch.Tensor, input_ids: torch.Tensor,
                             weights: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
     """Σ w·ℓ over next-token predictions: hidden[:, t] predicts input_ids[:, t+1] with weight weights[:, t+1].
 
-    Each chunk's logits but the last are recomputed in the backward pass (activation checkpointing), so peak
-    memory holds one chunk of logits instead of all of them. The last chunk is not checkpointed: the backward
-    pass starts with it, so keeping it costs no extra peak and saves its recomputation (all of it when the
-    micro-batch fits one chunk).
+    Peak memory holds one chunk of fp32 logits, plus the gradients of hidden and head_weight when they
+    require one (computed in the forward pass). Positions of weight 0 are skipped.
     """
     chunk_size = chunk_size or max(1, LOGITS_PER_CHUNK // head_weight.shape[0])
     hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])
     targets = input_ids[:, 1:].reshape(-1)
     weights = weights[:, 1:].reshape(-1).to(torch.float32)
     keep = weights != 0
-    hidden, targets, weights = hidden[keep], targets[keep], weights[keep]
-    # zero, but part of the graph: a micro-batch whose weights are all 0 (PLW 0, completions truncated away)
-    # still gives every parameter a (zero) gradient, as backward and data-parallel reduction expect
-    total = (hidden[:0].sum() + head_weight[:0].sum()).float()
-    starts = range(0, targets.shape[0], chunk_size)
-    for start in starts:
-        end = start + chunk_size
-        chunk = (hidden[start:end], head_weight, targets[start:end], weights[start:end])
-        if start == starts[-1]:
-            total = total + _chunk_loss(*chunk)
-        else:
-            total = total + checkpoint(_chunk_loss, *chunk, use_reentrant=False)
-    return total
+    # a micro-batch whose weights are all 0 (PLW 0, completions truncated away) still gives hidden and
+    # head_weight a (zero) gradient, as backward and data-parallel reduction expect
+    grad_enabled = torch.is_grad_enabled()
+    return _WeightedLinearCrossEntropy.apply(
+        hidden[keep], head_weight, targets[keep], weights[keep], chunk_size,
+        grad_enabled and hidden.requires_grad, grad_enabled and head_weight.requires_grad)
