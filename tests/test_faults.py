@@ -53,16 +53,20 @@ def finished_by_snakemake(workdir: Path, output: Path) -> bool:
     return (workdir / ".snakemake" / "metadata" / name).exists()
 
 
-def interrupt_after_first_training(workdir: Path, how: signal.Signals) -> None:
-    """Start the sweep, wait for the first trained model, then interrupt Snakemake (and, for SIGKILL, its jobs)."""
+def finished_outputs(workdir: Path) -> int:
+    metadata = workdir / ".snakemake" / "metadata"
+    return len(list(metadata.iterdir())) if metadata.exists() else 0
+
+
+def interrupt_sweep(workdir: Path, how: signal.Signals, until) -> None:
+    """Start the sweep, wait until `until()` holds, then interrupt Snakemake (and, for SIGKILL, its jobs)."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     process = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", "--configfile",
                                 "config/reduced.yaml"], cwd=workdir, env=env, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    models = workdir / "results" / "models"
     deadline = time.monotonic() + 600
-    while not any(finished_by_snakemake(workdir, log) for log in models.rglob("train_log.parquet")):
-        assert process.poll() is None and time.monotonic() < deadline, "the sweep ended before any training"
+    while not until():
+        assert process.poll() is None and time.monotonic() < deadline, "the sweep ended before the interrupt"
         time.sleep(0.2)
     if how == signal.SIGINT:
         # Ctrl-C, again if Snakemake goes on: one that lands while it schedules jobs can go unheeded
@@ -75,20 +79,27 @@ def interrupt_after_first_training(workdir: Path, how: signal.Signals) -> None:
     else:
         os.killpg(process.pid, signal.SIGKILL)  # like a lost login node: Snakemake and its jobs die at once
         process.wait(timeout=300)
+        run_snakemake(workdir, "--unlock", "--configfile", "config/reduced.yaml")
+    assert_no_partial_outputs(workdir)
 
 
-@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
-def test_interrupted_sweep_resumes_with_only_the_missing_jobs(reduced, how):
+def test_interrupted_sweep_resumes_with_only_the_missing_jobs(reduced):
     total = planned_jobs(reduced)
-    interrupt_after_first_training(reduced, how)
-    if how == signal.SIGKILL:
-        run_snakemake(reduced, "--unlock", "--configfile", "config/reduced.yaml")
-    assert_no_partial_outputs(reduced)
-
-    remaining = planned_jobs(reduced)
+    # Ctrl-C once the first training finished ...
+    models = reduced / "results" / "models"
+    interrupt_sweep(reduced, signal.SIGINT,
+                    until=lambda: any(finished_by_snakemake(reduced, log) for log in models.rglob("train_log.parquet")))
+    after_ctrl_c = planned_jobs(reduced)
     # the finished training(s) are not planned again; Snakemake may have finished the job it was running
-    assert remaining.get("train", 0) < total["train"], (total, remaining)
-    assert 0 < sum(remaining.values()) < sum(total.values()), (total, remaining)
+    assert after_ctrl_c.get("train", 0) < total["train"], (total, after_ctrl_c)
+    assert 0 < sum(after_ctrl_c.values()) < sum(total.values()), (total, after_ctrl_c)
+
+    # ... then, resumed, killed with its jobs once one more job finished
+    finished_before = finished_outputs(reduced)
+    interrupt_sweep(reduced, signal.SIGKILL, until=lambda: finished_outputs(reduced) > finished_before)
+    remaining = planned_jobs(reduced)
+    assert 0 < sum(remaining.values()) < sum(after_ctrl_c.values()), (after_ctrl_c, remaining)
+
     finished = run_snakemake(reduced, "--cores", "2", "--configfile", "config/reduced.yaml")
     steps = re.findall(r"(\d+) of (\d+) steps \(100%\) done", finished.stdout + finished.stderr)
     assert steps and int(steps[-1][1]) == sum(remaining.values())
