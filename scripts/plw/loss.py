@@ -14,13 +14,14 @@ class _WeightedLinearCrossEntropy(torch.autograd.Function):
 
     The gradients are computed in the forward pass, while each chunk's logits exist (as Liger-Kernel's fused
     linear cross-entropy does), so the backward pass only scales them: no logits are kept or recomputed, and
-    the vocabulary projection costs the plain loss's three matmuls.
+    the vocabulary projection costs the plain loss's three matmuls. The gradients are scaled in place, so a
+    second backward pass through the same graph (retain_graph) is refused.
     """
 
     @staticmethod
     def forward(ctx, hidden, head_weight, targets, weights, chunk_size, hidden_needs_grad, head_needs_grad):
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        grad_hidden = torch.zeros_like(hidden) if hidden_needs_grad else None
+        grad_hidden = torch.empty_like(hidden) if hidden_needs_grad else None  # every row is written
         grad_head = torch.zeros_like(head_weight) if head_needs_grad else None
         for start in range(0, targets.shape[0], chunk_size):
             chunk = slice(start, start + chunk_size)
@@ -35,10 +36,11 @@ class _WeightedLinearCrossEntropy(torch.autograd.Function):
             grad_logits = logits.sub_(log_normalizer[:, None]).exp_()
             grad_logits.scatter_add_(1, chunk_targets[:, None], torch.full_like(grad_logits[:, :1], -1.0))
             grad_logits.mul_(chunk_weights[:, None])
+            grad_logits = grad_logits.to(head_weight.dtype)  # the matmuls' dtype (under autocast: cast again)
             if grad_hidden is not None:
-                grad_hidden[chunk] = grad_logits.to(head_weight.dtype) @ head_weight
+                grad_hidden[chunk] = grad_logits @ head_weight
             if grad_head is not None:
-                grad_head += grad_logits.T.to(chunk_hidden.dtype) @ chunk_hidden
+                grad_head += grad_logits.T @ chunk_hidden
         ctx.gradients = (grad_hidden, grad_head)
         return total
 
@@ -51,7 +53,7 @@ class _WeightedLinearCrossEntropy(torch.autograd.Function):
         ctx.gradients = None  # scaled in place, not copied: a head-sized gradient can take gigabytes
         for grad in (grad_hidden, grad_head):
             if grad is not None:
-                grad.mul_(grad_total.to(grad.dtype))
+                grad.mul_(grad_total)  # a 0-dim fp32 factor: not rounded to a bf16 gradient's precision
         return grad_hidden, grad_head, None, None, None, None, None
 
 
@@ -59,8 +61,9 @@ def weighted_token_loss_sum(hidden: torch.Tensor, head_weight: torch.Tensor, inp
                             weights: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
     """Σ w·ℓ over next-token predictions: hidden[:, t] predicts input_ids[:, t+1] with weight weights[:, t+1].
 
-    Peak memory holds one chunk of fp32 logits, plus the gradients of hidden and head_weight when they
-    require one (computed in the forward pass). Positions of weight 0 are skipped.
+    Besides the gradients of hidden and head_weight (made in the forward pass, where they require one), the
+    memory holds one chunk of fp32 logits and a head-sized product per chunk. Positions of weight 0 are skipped.
+    Matmuls run in head_weight's dtype, or autocast's.
     """
     chunk_size = chunk_size or max(1, LOGITS_PER_CHUNK // head_weight.shape[0])
     hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])

@@ -118,8 +118,11 @@ class PromptLossWeightTrainer(Trainer):
         inputs.pop("num_real_tokens", None)  # bookkeeping of the collator, no model input
         # use_cache=False: with a cache Transformers would not read packed sequences from position_ids
         outputs = model(**inputs, logits_to_keep=1, use_cache=False)
-        loss_sum = weighted_token_loss_sum(self._captured.pop("hidden"), self._lm_head.weight,
-                                           inputs["input_ids"], weights, self.loss_chunk_size)
+        # the model's forward runs under Accelerate's autocast, this loss outside it: project in the same
+        # precision as the model's own lm_head (bf16 matmuls, not fp32, with fp32 weights and bf16 training)
+        with self.accelerator.autocast():
+            loss_sum = weighted_token_loss_sum(self._captured.pop("hidden"), self._lm_head.weight,
+                                               inputs["input_ids"], weights, self.loss_chunk_size)
         if num_items_in_batch is None:
             loss = loss_sum / weights[:, 1:].sum().clamp(min=1e-12)
         else:
