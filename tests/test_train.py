@@ -34,10 +34,10 @@ def model_and_tokenizer(tiny_model_dir):
 
 
 def make_trainer(model, tmp_path, *, per_device: int, accumulation: int, normalization: str = "global",
-                 packing: bool = False, pad_token_id: int = 0) -> PromptLossWeightTrainer:
+                 packing: bool = False, pad_token_id: int = 0, **training_args) -> PromptLossWeightTrainer:
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=per_device,
                              gradient_accumulation_steps=accumulation, report_to=[], learning_rate=0.0,
-                             remove_unused_columns=False, disable_tqdm=True)
+                             remove_unused_columns=False, disable_tqdm=True, **training_args)
     return PromptLossWeightTrainer(model=model, args=args, data_collator=WeightedCollator(pad_token_id, packing),
                                    loss_normalization=normalization)
 
@@ -161,10 +161,8 @@ def test_with_bf16_mixed_precision_the_loss_projects_in_bf16_like_the_models_own
     # Accelerate runs the model's forward under autocast, but compute_loss outside it: without its own
     # autocast the loss projected fp32 weights in fp32, 3e-4 off the plain loss here (and slow on a GPU)
     model, tokenizer = model_and_tokenizer
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, report_to=[], use_cpu=True,
-                             bf16=True, remove_unused_columns=False, disable_tqdm=True)
-    trainer = PromptLossWeightTrainer(model=model, args=args,
-                                      data_collator=WeightedCollator(tokenizer.pad_token_id, packing=False))
+    trainer = make_trainer(model, tmp_path, per_device=8, accumulation=1, pad_token_id=tokenizer.pad_token_id,
+                           use_cpu=True, bf16=True)
     prepared = trainer.accelerator.prepare_model(model)  # its forward now runs under bf16 autocast
     try:
         batch = trainer.data_collator([tokenize_record(r, tokenizer, 1.0, 128) for r in demo_records[:8]])

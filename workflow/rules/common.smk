@@ -180,6 +180,13 @@ def dataset_file(wildcards):
     return spec.get("path", [])
 
 
+INCLUDE_PATH = as_json(config["evaluation"]["include_path"])  # local lm-eval task directories
+
+
+def benchmark_task(wildcards):
+    return config["benchmarks"][wildcards.benchmark]["task"]
+
+
 def evaluation_spec(wildcards):
     """What an evaluation job runs: the benchmark's entry without its primary metric, which only the analysis
     reads (every metric is kept), so that changing it reruns no evaluation."""

@@ -28,9 +28,8 @@ rule prefetch_benchmark:
     log:
         f"{LOGS}/prefetch_benchmark/{{benchmark}}.log",
     params:
-        benchmarks=lambda wildcards: as_json({wildcards.benchmark: {
-            "task": config["benchmarks"][wildcards.benchmark]["task"]}}),
-        include_path=as_json(config["evaluation"]["include_path"]),
+        benchmarks=lambda wildcards: as_json({wildcards.benchmark: {"task": benchmark_task(wildcards)}}),
+        include_path=INCLUDE_PATH,
     priority: 100
     conda:
         "../../envs/evaluate.yaml"
@@ -47,9 +46,9 @@ rule check_metric:
     log:
         f"{LOGS}/check_metric/{{benchmark}}.log",
     params:
-        task=lambda wildcards: config["benchmarks"][wildcards.benchmark]["task"],
+        task=benchmark_task,
         metric=lambda wildcards: config["benchmarks"][wildcards.benchmark]["metric"],
-        include_path=as_json(config["evaluation"]["include_path"]),
+        include_path=INCLUDE_PATH,
         offline=OFFLINE,
     priority: 100
     conda:
