@@ -33,30 +33,34 @@ class WeightedCollator:
 
     def __call__(self, examples: list[dict]) -> dict:
         rows = self.pack_rows(examples) if self.packing else [[example] for example in examples]
-        longest = max(sum(len(example["input_ids"]) for example in row) for row in rows)
+        records = [example for row in rows for example in row]
+        lengths = torch.tensor([len(example["input_ids"]) for example in records])
+        row_lengths = torch.tensor([sum(len(example["input_ids"]) for example in row) for row in rows])
+        longest = int(row_lengths.max())
+        # each token's row, column and position in its sequence, vectorized (a tensor per record made
+        # collation a tenth of a GPU step)
+        flat = torch.arange(int(lengths.sum()))
+        token_rows = torch.arange(len(rows)).repeat_interleave(row_lengths)
+        columns = flat - (row_lengths.cumsum(0) - row_lengths).repeat_interleave(row_lengths)
+        sequence_starts = lengths.cumsum(0) - lengths
+        token_ids = [token for example in records for token in example["input_ids"]]
+        token_weights = [weight for example in records for weight in example["loss_weights"]]
         input_ids = torch.full((len(rows), longest), self.pad_token_id, dtype=torch.long)
-        position_ids = torch.zeros((len(rows), longest), dtype=torch.long)
+        input_ids[token_rows, columns] = torch.tensor(token_ids, dtype=torch.long)
         weights = torch.zeros((len(rows), longest), dtype=torch.float32)
-        for row_index, row in enumerate(rows):
-            start = 0
-            for example in row:
-                end = start + len(example["input_ids"])
-                input_ids[row_index, start:end] = torch.tensor(example["input_ids"])
-                position_ids[row_index, start:end] = torch.arange(end - start)
-                weights[row_index, start:end] = torch.tensor(example["loss_weights"], dtype=torch.float32)
-                if self.packing:
-                    weights[row_index, start] = 0.0
-                start = end
-            position_ids[row_index, start:] = torch.arange(longest - start)
-        batch = {"input_ids": input_ids, "loss_weights": weights,
-                 "num_real_tokens": torch.tensor(sum(len(example["input_ids"]) for example in examples))}
+        weights[token_rows, columns] = torch.tensor(token_weights, dtype=torch.float32)
+        if self.packing:
+            weights[token_rows[sequence_starts], columns[sequence_starts]] = 0.0
+        # a row's padding counts as one more sequence, from position 0
+        position_ids = torch.arange(longest) - row_lengths[:, None]
+        position_ids[token_rows, columns] = flat - sequence_starts.repeat_interleave(lengths)
+        batch = {"input_ids": input_ids, "loss_weights": weights, "num_real_tokens": lengths.sum()}
         if self.packing:
             # the sequence boundaries in the flattened rows, as Transformers' varlen attention takes them
             (boundaries, _), (longest_sequence, _) = prepare_fa_kwargs_from_position_ids(position_ids)
             batch.update(position_ids=position_ids, cu_seq_lens_q=boundaries, cu_seq_lens_k=boundaries,
                          max_length_q=int(longest_sequence), max_length_k=int(longest_sequence))
-        else:
-            lengths = torch.tensor([len(example["input_ids"]) for example in examples])
+        else:  # a row per record
             batch["attention_mask"] = (torch.arange(longest) < lengths[:, None]).long()
         return batch
 
