@@ -26,17 +26,18 @@ class _WeightedLinearCrossEntropy(torch.autograd.Function):
         for start in range(0, targets.shape[0], chunk_size):
             chunk = slice(start, start + chunk_size)
             chunk_hidden, chunk_targets, chunk_weights = hidden[chunk], targets[chunk], weights[chunk]
-            logits = (chunk_hidden @ head_weight.T).float()
-            log_normalizer = logits.logsumexp(dim=-1)
-            target_logits = logits.gather(1, chunk_targets[:, None]).squeeze(1)
-            total += ((log_normalizer - target_logits) * chunk_weights).sum()
+            logits = chunk_hidden @ head_weight.T  # the matmuls' dtype (under autocast, bf16)
+            if logits.dtype == torch.float32:  # in place: no second chunk of fp32 values
+                log_probs = logits.sub_(logits.logsumexp(dim=-1, keepdim=True))
+            else:  # one fused pass to fp32, as precise as upcasting the logits first
+                log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
+            total -= (log_probs.gather(1, chunk_targets[:, None]).squeeze(1) * chunk_weights).sum()
             if grad_hidden is None and grad_head is None:
                 continue
-            # d(w·ℓ)/d logits = w · (softmax - one_hot(target)), made in place of the logits
-            grad_logits = logits.sub_(log_normalizer[:, None]).exp_()
-            grad_logits.scatter_add_(1, chunk_targets[:, None], torch.full_like(grad_logits[:, :1], -1.0))
-            grad_logits.mul_(chunk_weights[:, None])
-            grad_logits = grad_logits.to(head_weight.dtype)  # the matmuls' dtype (under autocast: cast again)
+            # d(w·ℓ)/d logits = w · (softmax - one_hot(target)), written over the logits in their dtype
+            probabilities = log_probs.exp_()
+            probabilities.scatter_add_(1, chunk_targets[:, None], torch.full_like(probabilities[:, :1], -1.0))
+            grad_logits = torch.mul(probabilities, chunk_weights[:, None], out=logits)
             if grad_hidden is not None:
                 grad_hidden[chunk] = grad_logits @ head_weight
             if grad_head is not None:
@@ -69,10 +70,10 @@ def weighted_token_loss_sum(hidden: torch.Tensor, head_weight: torch.Tensor, inp
     hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])
     targets = input_ids[:, 1:].reshape(-1)
     weights = weights[:, 1:].reshape(-1).to(torch.float32)
-    keep = weights != 0
+    kept = (weights != 0).nonzero().squeeze(1)  # one host sync (a boolean mask would take one per tensor)
     # a micro-batch whose weights are all 0 (PLW 0, completions truncated away) still gives hidden and
     # head_weight a (zero) gradient, as backward and data-parallel reduction expect
     grad_enabled = torch.is_grad_enabled()
     return _WeightedLinearCrossEntropy.apply(
-        hidden[keep], head_weight, targets[keep], weights[keep], chunk_size,
+        hidden[kept], head_weight, targets[kept], weights[kept], chunk_size,
         grad_enabled and hidden.requires_grad, grad_enabled and head_weight.requires_grad)
