@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from machine import describe  # noqa: E402
 from plw.attention import default_attention, packed_row_length  # noqa: E402
+from plw.models import compile_decoder_layers  # noqa: E402
 from plw.trainer import PromptLossWeightTrainer, WeightedCollator  # noqa: E402
 
 IGNORE_INDEX = -100
@@ -133,7 +134,9 @@ def main() -> None:
     parser.add_argument("--attn", default="sdpa", help="attn_implementation of the baseline (sdpa, eager, "
                         "flash_attention_2, flex_attention)")
     parser.add_argument("--ours-attn", default=None, help="attn_implementation of ours (default: train.py's with "
-                        "packing: packed_sdpa on CPU, sdpa on CUDA, whose block-diagonal mask spans each packed row)")
+                        "packing, packed_sdpa; sdpa packs rows of --max-length with a block-diagonal mask)")
+    parser.add_argument("--compile", action="store_true", help="compile our side's decoder layers "
+                        "(training.compile; the warm-up steps compile)")
     parser.add_argument("--records-per-step", type=int, default=16, help="records per optimizer step (demo: 16)")
     parser.add_argument("--micro-batch", type=int, default=16, help="records per micro-batch (demo: 16, paper: 4)")
     parser.add_argument("--packed-micro-batch", type=int, default=None,
@@ -156,7 +159,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     args.packed_micro_batch = args.packed_micro_batch or args.micro_batch
-    args.ours_attn = args.ours_attn or default_attention(packing=True, cuda=args.device.startswith("cuda"))
+    args.ours_attn = args.ours_attn or default_attention(packing=True)
     if args.records_per_step % args.micro_batch or args.records_per_step % args.packed_micro_batch:
         parser.error("--records-per-step must be a multiple of --micro-batch and --packed-micro-batch")
     if args.warmup < 1:
@@ -215,6 +218,8 @@ def main() -> None:
                               data_collator=AlpacaCollator(pad), callbacks=[clock])
         trainer.remove_callback(PrinterCallback)  # the per-step log lines (logging itself stays on, as in train.py)
         sides[name] = (trainer, clock)
+    if args.compile:  # after the baseline's copy of the model
+        compile_decoder_layers(sides["packed"][0].model)
 
     times = {name: 0.0 for name in sides}
     tokens = {name: 0 for name in sides}
@@ -237,8 +242,8 @@ def main() -> None:
     rate = {name: tokens[name] / times[name] for name in sides}
     real_per_round = tokens["padded"] // args.rounds
     print(f"machine: {describe(args.device)}")
-    print(f"model: {args.preset} LLaMA, {params / 1e6:.1f}M parameters, {args.dtype}, attn {args.ours_attn} (ours) "
-          f"and {args.attn} (alpaca), "
+    print(f"model: {args.preset} LLaMA, {params / 1e6:.1f}M parameters, {args.dtype}, attn {args.ours_attn} (ours"
+          f"{', compiled layers' if args.compile else ''}) and {args.attn} (alpaca), "
           f"device {args.device}")
     print(f"data: {args.records_per_step} records per step in micro-batches of {args.packed_micro_batch} (ours) and "
           f"{args.micro_batch} (alpaca), "

@@ -54,7 +54,7 @@ def main(args) -> None:
 
     from plw.attention import default_attention, packed_row_length
     from plw.io import atomic_path, write_parquet
-    from plw.models import load_tokenizer
+    from plw.models import compile_decoder_layers, load_tokenizer
     from plw.tokenize import add_pad_token, tokenize_record
     from plw.trainer import PromptLossWeightTrainer, WeightedCollator
 
@@ -70,7 +70,7 @@ def main(args) -> None:
     records = pd.read_parquet(args.data).to_dict("records")
     load = dict(revision=spec.get("revision"), trust_remote_code=spec.get("trust_remote_code", False))
     tokenizer = load_tokenizer(args.base_model, model_max_length=settings["max_length"], **load)
-    attention = settings["attn_implementation"] or default_attention(settings["packing"], torch.cuda.is_available())
+    attention = settings["attn_implementation"] or default_attention(settings["packing"])
     # fp32 master weights, as Alpaca's (Transformers 5 would load LLaMA checkpoints in their fp16); bf16 computes
     model = AutoModelForCausalLM.from_pretrained(args.base_model, attn_implementation=attention,
                                                  dtype=torch.float32, **load)
@@ -81,6 +81,10 @@ def main(args) -> None:
         lora = settings["lora"]
         model = get_peft_model(model, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
                                                  target_modules=lora["target_modules"], task_type="CAUSAL_LM"))
+    if settings["compile"] and torch.cuda.is_available():
+        compile_decoder_layers(model)
+    elif settings["compile"]:  # on CPU, packed_sdpa's per-sequence loop would recompile for every batch
+        print("training.compile: not without CUDA, the layers run eagerly", flush=True)
     train_dataset = [tokenize_record(record, tokenizer, args.plw, settings["max_length"]) for record in records]
 
     # LoRA trains a small adapter on a frozen base that fits each GPU: data parallel, not sharded, so that rank 0

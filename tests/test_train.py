@@ -319,6 +319,47 @@ def test_packed_sdpa_on_cuda_runs_the_varlen_kernel_like_each_sequence_alone(mon
         assert torch.allclose(gradient.float(), expected_gradient.float(), atol=5e-2, rtol=5e-2)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled layers with the varlen kernel: CUDA")
+def test_compiled_decoder_layers_train_like_eager_ones_and_compile_for_two_lengths_only():
+    from torch._dynamo.utils import counters
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from plw.models import compile_decoder_layers
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2, use_cache=False)
+    model = LlamaForCausalLM._from_config(config, attn_implementation="packed_sdpa", dtype=torch.bfloat16).cuda()
+    collate = WeightedCollator(pad_token_id=0, packing=True, row_length=None)
+
+    def packed_batch(lengths: list[int]) -> tuple[dict, torch.Tensor]:
+        inputs = collate([{"input_ids": torch.randint(1, 256, (length,)).tolist(), "loss_weights": [1.0] * length}
+                          for length in lengths])
+        weights = inputs.pop("loss_weights").cuda()
+        del inputs["num_real_tokens"]
+        return {key: value.cuda() if torch.is_tensor(value) else value for key, value in inputs.items()}, weights
+
+    def loss_and_gradient(inputs: dict, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        model.zero_grad()
+        hidden = model.model(**inputs).last_hidden_state
+        loss = weighted_token_loss_sum(hidden, model.lm_head.weight, inputs["input_ids"], weights)
+        (loss / weights[:, 1:].sum()).backward()
+        return loss.detach(), model.model.layers[0].mlp.down_proj.weight.grad.float().flatten()
+
+    batches = [packed_batch(lengths) for lengths in ([30, 7, 52], [11, 40], [23, 5, 61, 9], [48, 16, 3])]
+    eager = [loss_and_gradient(*batch) for batch in batches]
+    compile_decoder_layers(model)
+    compiled = [loss_and_gradient(*batch) for batch in batches[:2]]
+    graphs = counters["stats"]["unique_graphs"]
+    compiled += [loss_and_gradient(*batch) for batch in batches[2:]]
+    print(f"compiled graphs: {graphs}")
+    assert graphs > 0 and counters["stats"]["unique_graphs"] == graphs  # new lengths reuse the dynamic graph
+    for (eager_loss, eager_gradient), (loss, gradient) in zip(eager, compiled):
+        assert torch.allclose(loss, eager_loss, rtol=1e-2), (loss, eager_loss)
+        assert torch.nn.functional.cosine_similarity(gradient, eager_gradient, dim=0) > 0.99
+
+
 # ---- the train script: resume after a kill, refusal of a bad PLW ------------------------------------------
 
 def train_command(tmp_path: Path, data: Path, base: Path, name: str, settings: dict, plw: str = "0.1") -> list:

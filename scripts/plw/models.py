@@ -1,4 +1,5 @@
-"""Load base models and tokenizers from a Hub id or a local directory, with the config's safety options."""
+"""Load base models and tokenizers from a Hub id or a local directory, with the config's safety options; compile
+the decoder layers of a model."""
 
 
 def load_tokenizer(source: str, *, revision: str | None = None, trust_remote_code: bool = False, **kwargs):
@@ -12,3 +13,12 @@ def token_counter(tokenizer):
     def count(texts: list[str]) -> list[int]:
         return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     return count
+
+
+def compile_decoder_layers(model) -> None:
+    """torch.compile each decoder layer in place (regional compilation): the layers share one compiled graph, which
+    fuses a layer's elementwise work (norms, rotary embedding, SwiGLU) into few kernels, and the state dict keeps
+    its keys. The first two sequence lengths compile it (static, then dynamic); later ones reuse it."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model
+    for layer in base.get_decoder().layers:
+        layer.compile()
