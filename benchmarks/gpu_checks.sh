@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The GPU checks in one run, for a lent GPU: the CUDA-only tests, throughput (a) with packed_sdpa (PyTorch's
-# varlen flash kernel) and with sdpa on a ~1B LLaMA in bf16, and the loss overhead (b). Each log goes to
-# OUTPUT_DIR. Usage: benchmarks/gpu_checks.sh [OUTPUT_DIR]
+# The GPU checks in one run, for a lent GPU: the CUDA-only tests, the loss overhead (b), and throughput (a) on a
+# ~1B LLaMA in bf16 with train.py's defaults (packed_sdpa: PyTorch's varlen flash kernel) and with compiled
+# decoder layers (training.compile). Each log goes to OUTPUT_DIR. Usage: benchmarks/gpu_checks.sh [OUTPUT_DIR]
 # Wheels in .whl/ (e.g. `pip download --no-deps transformers==5.24.0 -d .whl` where the machine's
 # Transformers is older) are installed first, into a private directory.
 set -euo pipefail
@@ -16,11 +16,10 @@ export PYTHONUNBUFFERED=1
 status=0  # a failing step does not stop the others: device time is scarce
 logged() { local log=$1; shift; "$@" 2>&1 | tee "$out/$log" || status=1; }
 logged machine.log nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-logged tests.log python3 -m pytest -q -p no:cacheprovider tests/test_train.py -k cuda
+logged tests.log python3 -m pytest -q -p no:cacheprovider tests/test_train.py -k "cuda or compiled"
 model=(--device cuda --dtype bfloat16 --preset 1b)
-for attn in packed_sdpa sdpa; do
-  logged "throughput_$attn.log" python3 benchmarks/bench_throughput.py "${model[@]}" --records-per-step 128 \
-    --micro-batch 16 --packed-micro-batch 128 --ours-attn "$attn"
-done
 logged loss_overhead.log python3 benchmarks/bench_loss_overhead.py "${model[@]}" --batch 16
+throughput=(benchmarks/bench_throughput.py "${model[@]}" --records-per-step 128 --micro-batch 16 --packed-micro-batch 128)
+logged throughput.log python3 "${throughput[@]}"
+logged throughput_compiled.log python3 "${throughput[@]}" --compile
 exit $status
