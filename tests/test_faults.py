@@ -61,21 +61,22 @@ def finished_outputs(workdir: Path) -> int:
 def interrupt_sweep(workdir: Path, how: signal.Signals, until) -> None:
     """Start the sweep, wait until `until()` holds, then interrupt Snakemake (and, for SIGKILL, its jobs)."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    process = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", "--configfile",
-                                "config/reduced.yaml"], cwd=workdir, env=env, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log_path = workdir.parent / f"sweep_{how.name}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", "--configfile",
+                                    "config/reduced.yaml"], cwd=workdir, env=env, start_new_session=True,
+                                   stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 600
     while not until():
         assert process.poll() is None and time.monotonic() < deadline, "the sweep ended before the interrupt"
         time.sleep(0.2)
     if how == signal.SIGINT:
-        # Ctrl-C, again if Snakemake goes on: one that lands while it schedules jobs can go unheeded
-        while process.poll() is None:
+        # Ctrl-C until Snakemake says it stops ("... on user request"): it swallows one that lands while it
+        # writes a log line; none after that, since one during its shutdown could orphan the running job
+        while process.poll() is None and "on user request" not in log_path.read_text():
             process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
+            time.sleep(2)
+        process.wait(timeout=300)
     else:
         os.killpg(process.pid, signal.SIGKILL)  # like a lost login node: Snakemake and its jobs die at once
         process.wait(timeout=300)
