@@ -63,7 +63,8 @@ def weighted_token_loss_sum(hidden: torch.Tensor, head_weight: torch.Tensor, inp
     """Σ w·ℓ over next-token predictions: hidden[:, t] predicts input_ids[:, t+1] with weight weights[:, t+1].
 
     Besides the gradients of hidden and head_weight (made in the forward pass, where they require one), the
-    memory holds one chunk of fp32 logits and a head-sized product per chunk. Positions of weight 0 are skipped.
+    memory holds one chunk of logits (and, unless they are fp32, their fp32 log-probabilities) and a head-sized
+    product per chunk. Positions of weight 0 are skipped.
     Matmuls run in head_weight's dtype, or autocast's.
     """
     chunk_size = chunk_size or max(1, LOGITS_PER_CHUNK // head_weight.shape[0])
