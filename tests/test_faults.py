@@ -63,9 +63,11 @@ def interrupt_sweep(workdir: Path, how: signal.Signals, until) -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     log_path = workdir.parent / f"sweep_{how.name}.log"
     with log_path.open("w") as log:
+        # a shell's background job (CI's, say) ignores SIGINT, and its children inherit that: restore Ctrl-C
         process = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", "--configfile",
                                     "config/reduced.yaml"], cwd=workdir, env=env, start_new_session=True,
-                                   stdout=log, stderr=subprocess.STDOUT)
+                                   stdout=log, stderr=subprocess.STDOUT,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 600
     while not until():
         assert process.poll() is None and time.monotonic() < deadline, "the sweep ended before the interrupt"
