@@ -59,6 +59,10 @@ def packed_sdpa_attention(module, query: torch.Tensor, key: torch.Tensor, value:
     batch, heads, length, _ = query.shape
     if key.shape[2] != length:  # a KV cache: one sequence per row, plain sdpa
         return sdpa_attention_forward(module, query, key, value, None, dropout=dropout, scaling=scaling, **kwargs)
+    if torch.is_autocast_enabled(query.device.type):
+        # as autocast runs sdpa; with fp32 weights (train.py's), rotary embedding leaves query and key in fp32
+        dtype = torch.get_autocast_dtype(query.device.type)
+        query, key, value = (states.to(dtype) for states in (query, key, value))
     if cu_seq_lens_q is None and position_ids is not None and position_ids.numel() == batch * length:
         (cu_seq_lens_q, _), (max_length_q, _) = prepare_fa_kwargs_from_position_ids(position_ids)
     if cu_seq_lens_q is not None and query.is_cuda and query.dtype in VARLEN_DTYPES and dropout == 0.0 \
