@@ -131,6 +131,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                         help="model dtype; bfloat16 also turns on the Trainer's bf16 mixed precision")
+    parser.add_argument("--fp32-weights", action="store_true", help="with --dtype bfloat16: fp32 weights under bf16 "
+                        "autocast, as train.py trains on one GPU (default: the weights in bf16 too)")
     parser.add_argument("--attn", default="sdpa", help="attn_implementation of the baseline (sdpa, eager, "
                         "flash_attention_2, flex_attention)")
     parser.add_argument("--ours-attn", default=None, help="attn_implementation of ours (default: train.py's with "
@@ -185,7 +187,8 @@ def main() -> None:
                     "labels": [IGNORE_INDEX] * r["prompt_length"] + r["input_ids"][r["prompt_length"]:]}
                    for r in records]
 
-    model = build_model(args.preset, args.attn, dtype, args.device, args.max_length, args.seed)
+    weights_dtype = torch.float32 if args.fp32_weights else dtype
+    model = build_model(args.preset, args.attn, weights_dtype, args.device, args.max_length, args.seed)
     params = sum(p.numel() for p in model.parameters())
     matmul_params = params - model.get_input_embeddings().weight.numel()
 
@@ -242,7 +245,8 @@ def main() -> None:
     rate = {name: tokens[name] / times[name] for name in sides}
     real_per_round = tokens["padded"] // args.rounds
     print(f"machine: {describe(args.device)}")
-    print(f"model: {args.preset} LLaMA, {params / 1e6:.1f}M parameters, {args.dtype}, attn {args.ours_attn} (ours"
+    print(f"model: {args.preset} LLaMA, {params / 1e6:.1f}M parameters, {args.dtype}"
+          f"{' (fp32 weights)' if args.fp32_weights else ''}, attn {args.ours_attn} (ours"
           f"{', compiled layers' if args.compile else ''}) and {args.attn} (alpaca), "
           f"device {args.device}")
     print(f"data: {args.records_per_step} records per step in micro-batches of {args.packed_micro_batch} (ours) and "

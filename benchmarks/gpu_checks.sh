@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks in one run, for a lent GPU: the CUDA-only tests, the loss overhead (b), and throughput (a) on a
-# ~1B LLaMA in bf16 with train.py's defaults (packed_sdpa: PyTorch's varlen flash kernel) and with compiled
-# decoder layers (training.compile). Each log goes to OUTPUT_DIR. Usage: benchmarks/gpu_checks.sh [OUTPUT_DIR]
+# ~1B LLaMA in bf16 with train.py's defaults (packed_sdpa: PyTorch's varlen flash kernel), with compiled
+# decoder layers (training.compile), and compiled with fp32 weights under bf16 autocast (train.py's precision). Each log goes to OUTPUT_DIR. Usage: benchmarks/gpu_checks.sh [OUTPUT_DIR]
 # Wheels in .whl/ (e.g. `pip download --no-deps transformers==5.24.0 -d .whl` where the machine's
 # Transformers is older) are installed first, into a private directory.
 set -euo pipefail
@@ -22,4 +22,5 @@ logged loss_overhead.log python3 benchmarks/bench_loss_overhead.py "${model[@]}"
 throughput=(benchmarks/bench_throughput.py "${model[@]}" --records-per-step 128 --micro-batch 16 --packed-micro-batch 128)
 logged throughput.log python3 "${throughput[@]}"
 logged throughput_compiled.log python3 "${throughput[@]}" --compile
+logged throughput_compiled_fp32_weights.log python3 "${throughput[@]}" --compile --fp32-weights  # train.py's setting
 exit $status
