@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks in one run, for a lent GPU: the CUDA-only tests, the loss overhead (b), and throughput (a) on a
 # ~1B LLaMA in bf16 with train.py's defaults (packed_sdpa: PyTorch's varlen flash kernel), with compiled
-# decoder layers (training.compile), and compiled with fp32 weights under bf16 autocast (train.py's precision). Each log goes to OUTPUT_DIR. Usage: benchmarks/gpu_checks.sh [OUTPUT_DIR]
+# decoder layers (training.compile), and compiled with fp32 weights under bf16 autocast (train.py's precision).
+# Each log goes to OUTPUT_DIR. Usage: benchmarks/gpu_checks.sh [OUTPUT_DIR]
 # Wheels in .whl/ (e.g. `pip download --no-deps transformers==5.24.0 -d .whl` where the machine's
 # Transformers is older) are installed first, into a private directory.
 set -euo pipefail

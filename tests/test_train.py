@@ -288,18 +288,26 @@ def test_varlen_attention_hands_the_kernel_each_sequence_in_tokens_first_layout(
     assert torch.allclose(output, expected, atol=1e-6)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="the varlen kernel runs only on CUDA")
-def test_packed_sdpa_on_cuda_runs_the_varlen_kernel_like_each_sequence_alone(monkeypatch):
+@pytest.fixture
+def varlen_queries(monkeypatch) -> list[torch.Tensor]:
+    """The query of each call of the varlen kernel by packed_sdpa, which still runs the kernel."""
     import plw.attention
-    from torch.nn.attention.varlen import varlen_attn
 
-    calls = []
+    queries = []
+    varlen_attn = plw.attention.varlen_attn
 
-    def counted_varlen_attn(*args, **kwargs):
-        calls.append(args[0].shape)
-        return varlen_attn(*args, **kwargs)
+    def counted_varlen_attn(query, *args, **kwargs):
+        queries.append(query)
+        return varlen_attn(query, *args, **kwargs)
 
     monkeypatch.setattr(plw.attention, "varlen_attn", counted_varlen_attn)
+    return queries
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the varlen kernel runs only on CUDA")
+def test_packed_sdpa_on_cuda_runs_the_varlen_kernel_like_each_sequence_alone(varlen_queries):
+    import plw.attention
+
     torch.manual_seed(0)
     lengths = [100, 37, 163]
     query, key, value = (torch.randn(1, heads, sum(lengths), 64, device="cuda", dtype=torch.bfloat16,
@@ -307,7 +315,7 @@ def test_packed_sdpa_on_cuda_runs_the_varlen_kernel_like_each_sequence_alone(mon
     cu_seq_lens = torch.tensor([0, 100, 137, 300], dtype=torch.int32, device="cuda")
     output, _ = plw.attention.packed_sdpa_attention(None, query, key, value, None, cu_seq_lens_q=cu_seq_lens,
                                                     max_length_q=max(lengths))
-    assert calls == [(sum(lengths), 8, 64)]
+    assert [kernel_query.shape for kernel_query in varlen_queries] == [(sum(lengths), 8, 64)]
     expected = torch.cat([
         torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         for q, k, v in zip(*(states.float().split(lengths, dim=2) for states in (query, key, value)))],
@@ -339,22 +347,13 @@ def packed_cuda_batch(lengths: list[int]) -> tuple[dict, torch.Tensor]:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the varlen kernel runs only on CUDA")
-def test_with_fp32_weights_under_bf16_autocast_packed_sdpa_runs_the_varlen_kernel(monkeypatch):
-    import plw.attention
-
-    kernel_dtypes = []
-    varlen_attn = plw.attention.varlen_attn
-
-    def counted_varlen_attn(query, *args, **kwargs):
-        kernel_dtypes.append(query.dtype)
-        return varlen_attn(query, *args, **kwargs)
-
-    monkeypatch.setattr(plw.attention, "varlen_attn", counted_varlen_attn)
+def test_with_fp32_weights_under_bf16_autocast_packed_sdpa_runs_the_varlen_kernel(varlen_queries):
     model = tiny_cuda_llama(torch.float32)  # train.py's master weights; bf16 computes
     inputs, _ = packed_cuda_batch([30, 7, 52])
     with torch.autocast("cuda", dtype=torch.bfloat16):
         model.model(**inputs)
-    assert kernel_dtypes == [torch.bfloat16] * 3  # one call per layer, not a loop over the sequences
+    # one call per layer, not a loop over the sequences
+    assert [kernel_query.dtype for kernel_query in varlen_queries] == [torch.bfloat16] * 3
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled layers with the varlen kernel: CUDA")

@@ -15,10 +15,14 @@ def token_counter(tokenizer):
     return count
 
 
+def base_model(model):
+    """The Transformers model itself, also inside a peft (LoRA) wrapper."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def compile_decoder_layers(model) -> None:
     """torch.compile each decoder layer in place (regional compilation): the layers share one compiled graph, which
     fuses a layer's elementwise work (norms, rotary embedding, SwiGLU) into few kernels, and the state dict keeps
-    its keys. The first two sequence lengths compile it (static, then dynamic); later ones reuse it."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model
-    for layer in base.get_decoder().layers:
+    its keys. The first two micro-batch lengths compile it (static, then dynamic); later ones reuse it."""
+    for layer in base_model(model).get_decoder().layers:
         layer.compile()

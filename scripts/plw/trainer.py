@@ -12,6 +12,7 @@ from transformers import Trainer
 from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
 
 from plw.loss import weighted_token_loss_sum
+from plw.models import base_model
 
 
 class WeightedCollator:
@@ -97,7 +98,7 @@ class PromptLossWeightTrainer(Trainer):
         self._since_log = {"tokens": 0, "weight_sum": 0.0}
         # The chunked loss needs the final hidden states; capture them from the decoder's final norm so the
         # model itself only projects one position onto the vocabulary.
-        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        base = base_model(self.model)
         self._lm_head = base.get_output_embeddings()
         self._captured = {}
         base.get_decoder().norm.register_forward_hook(
