@@ -119,8 +119,10 @@ RUN_CASES = [
      r"record 0: missing instruction"),
     ("record with a non-string field", *bad_records_config([GOOD, {**GOOD, "input": 3}]),
      "results/data/demo.parquet", r"record 1: non-string input"),
-    ("record with an empty completion", *bad_records_config([{**GOOD, "output": "  "}]),
-     "results/data/demo.parquet", r"record 0: empty completion"),
+    ("dataset without records", *bad_records_config([]), "results/data/demo.parquet",
+     r"dataset demo: bad\.json: no records"),
+    ("dataset file that is not UTF-8", with_dataset({"path": "bad.json"}), {"bad.json": b'[{"instruction": "\xff"}]'},
+     "results/data/demo.parquet", r"bad\.json: line 1 \(byte 18\) is not valid UTF-8"),
     ("dataset file is not JSON", with_dataset({"path": "bad.json"}), {"bad.json": "[{"},
      "results/data/demo.parquet", r"bad\.json: not valid JSON"),
     ("missing dataset file", with_dataset({"path": "nowhere/data.json"}), {}, "results/data/demo.parquet",
@@ -139,8 +141,9 @@ RUN_CASES = [
 
 @pytest.mark.parametrize("case, config, files, target, pattern", RUN_CASES, ids=[case[0] for case in RUN_CASES])
 def test_bad_input_is_refused_by_the_first_job_that_meets_it(workflow_copy, case, config, files, target, pattern):
-    for name, text in files.items():
-        (workflow_copy / name).write_text(text)
+    for name, content in files.items():
+        path = workflow_copy / name
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
     (workflow_copy / "config" / "bad.yaml").write_text(yaml.safe_dump(config))
     result = run_snakemake(workflow_copy, target, "--cores", "1", "--configfile", "config/bad.yaml", check=False)
     logs = "".join(path.read_text(errors="replace") for path in (workflow_copy / "results").rglob("*.log")) \
@@ -161,11 +164,24 @@ def test_bad_records_can_be_dropped_with_counts_in_the_log(workflow_copy):
     run_snakemake(workflow_copy, "results/data/demo.parquet", "--cores", "1", "--configfile", "config/bad.yaml")
     import pandas as pd
 
-    assert len(pd.read_parquet(workflow_copy / "results" / "data" / "demo.parquet")) == 2
+    assert len(pd.read_parquet(workflow_copy / "results" / "data" / "demo.parquet")) == 3
     log = (workflow_copy / "results" / "logs" / "prepare_dataset" / "demo.log").read_text()
-    for line in ("dropped 1 records: empty completion", "dropped 1 records: missing output",
-                 "dropped 1 records: not an object"):
+    for line in ("dropped 1 records: missing output", "dropped 1 records: not an object",
+                 "3 records from bad.json, 1 with an empty completion"):
         assert line in log
+
+
+def test_a_dataset_whose_records_are_all_dropped_is_refused(workflow_copy):
+    config, files = bad_records_config(["x", {"instruction": "y"}])
+    config["bad_records"] = "drop"
+    (workflow_copy / "bad.json").write_text(files["bad.json"])
+    (workflow_copy / "config" / "bad.yaml").write_text(yaml.safe_dump(config))
+    result = run_snakemake(workflow_copy, "results/data/demo.parquet", "--cores", "1", "--configfile",
+                           "config/bad.yaml", check=False)
+    log = (workflow_copy / "results" / "logs" / "prepare_dataset" / "demo.log").read_text()
+    assert result.returncode != 0
+    assert "dataset demo: bad.json: no records left after dropping the bad ones" in log
+    assert not (workflow_copy / "results" / "data" / "demo.parquet").exists()
 
 
 def test_hf_token_never_reaches_a_log(workflow_copy):

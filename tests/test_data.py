@@ -23,9 +23,9 @@ import pytest
 import yaml
 from plw.download import git_blob_id, verify_blob
 from plw.grid import format_plw
-from plw.records import COLUMNS, BadRecordError, normalize, read_records
+from plw.records import COLUMNS, BadRecordError, empty_completions, normalize, read_records
 from plw.short import NO_INPUT_INSTRUCTION, derive_short
-from plw.stats import dataset_stats, token_counts
+from plw.stats import dataset_stats, to_markdown, token_counts
 from workflow_runner import REPO, copy_workflow, job_counts, run_snakemake
 
 EMPTY_BLOB = "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"  # `git hash-object /dev/null`
@@ -227,8 +227,6 @@ BAD_RECORDS = [
     ({"instruction": 3, "output": "hi"}, "non-string instruction"),
     ({**GOOD, "input": ["a"]}, "non-string input"),
     ({**GOOD, "output": {"text": "hi"}}, "non-string output"),
-    ({**GOOD, "output": ""}, "empty completion"),
-    ({**GOOD, "output": " \n\t"}, "empty completion"),
 ]
 
 
@@ -248,10 +246,19 @@ def test_dropping_bad_records_counts_them_per_reason_and_keeps_source_indices_as
     data, bad = normalize(records, drop_bad=True)
 
     assert bad == Counter(reason for _, reason in BAD_RECORDS)
-    assert bad["empty completion"] == 2 and bad["not an object"] == 2
+    assert bad["not an object"] == 2
     # the ids are the records' indices in the source, so a dropped record leaves a gap
     pd.testing.assert_frame_equal(data, table([{"id": "0", **GOOD},
                                                {"id": str(len(records) - 1), **GOOD, "output": "hello"}]))
+
+
+def test_an_empty_completion_is_a_valid_record_and_is_counted():
+    """Alpaca trains on its 28 records with an empty output (the completion is the EOS token alone)."""
+    records = [GOOD, {**GOOD, "output": ""}, {**GOOD, "output": " \n\t"}, GOOD]
+    data, bad = normalize(records)
+    assert not bad
+    assert data["output"].tolist() == ["hi", "", " \n\t", "hi"]
+    assert empty_completions(data) == 2
 
 
 def test_valid_records_normalize_missing_input_to_empty_and_keep_given_ids():
@@ -346,23 +353,41 @@ def test_table_1_statistics_match_hand_computed_values():
         {"id": "2", "instruction": "a b c d e f", "input": "p q", "output": "x y z x y z x y z"},
     ])
     counts = token_counts(records, count_words)
-    assert counts.to_dict("list") == {"instruction": [2, 4, 6], "input": [0, 1, 2], "output": [3, 6, 9]}
+    assert counts.to_dict("list") == {"instruction": [2, 4, 6], "input": [0, 1, 2], "output": [3, 6, 9],
+                                      "instruction_characters": [3, 7, 11], "input_characters": [0, 1, 3],
+                                      "output_characters": [5, 11, 17], "empty_completion": [False, False, False]}
 
     stats = dataset_stats(counts)
 
     # The code reports the SAMPLE standard deviation (ddof=1, pandas' default for Series.std), e.g. for the
     # instruction counts sqrt(((2-4)**2 + 0 + (6-4)**2) / (3-1)) = 2, not the population value sqrt(8/3).
     assert stats == pytest.approx({
-        "records": 3,
+        "records": 3, "empty_completions": 0,
         "instruction_mean": 4.0, "instruction_sd": 2.0,
         "input_mean": 1.0, "input_sd": 1.0,
         "completion_mean": 6.0, "completion_sd": 3.0,
         "total_tokens": 12 + 3 + 18,             # prompt (instruction + input) + completion
         "completion_prompt_ratio": 18 / 15,      # ratio of totals, not a mean of per-record ratios
+        "completion_prompt_character_ratio": 33 / 25,
     })
     assert stats["instruction_sd"] == pytest.approx(pd.Series([2, 4, 6]).std())
     assert stats["instruction_sd"] != pytest.approx(np.std([2, 4, 6]))  # numpy's default is ddof=0
     assert isinstance(stats["total_tokens"], int)
+
+
+def test_table_1_counts_empty_completions_and_prints_means_and_sds_as_the_paper_does():
+    records = table([
+        {"id": "0", "instruction": "a b", "input": "", "output": ""},
+        {"id": "1", "instruction": "a b c d", "input": "p", "output": "x y z x y z"},
+        {"id": "2", "instruction": "a b c", "input": "p q", "output": " "},
+    ])
+    stats = dataset_stats(token_counts(records, count_words))
+    assert stats["empty_completions"] == 2 and stats["completion_mean"] == 2.0
+    markdown = to_markdown(pd.DataFrame([{"model": "m", "dataset": "d", **stats}]))
+    row = markdown.splitlines()[-1]
+    # instruction 2, 4, 3 tokens: mean 3.00, sd 1.00; input 0, 1, 2: 1.00 (1.00); completion 0, 6, 0: 2.00 (3.46)
+    # characters: completion 0 + 11 + 1, prompt 3 + 7 + 5 + 1 + 3
+    assert row == "| m | d | 3 | 2 | 3.00 (1.00) | 1.00 (1.00) | 2.00 (3.46) | 18 | 0.500 | 0.632 |"
 
 
 def test_table_1_standard_deviation_of_a_single_record_is_undefined():

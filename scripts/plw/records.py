@@ -1,7 +1,8 @@
 """Load instruction records from JSON, JSONL, Parquet or the Hub and normalize them into one schema.
 
-The normalized table has string columns id, instruction, input (may be empty), output. Malformed records
-are counted per reason; the caller either stops at the first (naming its index and reason) or drops them.
+The normalized table has string columns id, instruction, input (may be empty), output (may be empty: Alpaca
+trains such a record on the EOS token alone). Malformed records are counted per reason; the caller either stops
+at the first (naming its index and reason) or drops them.
 """
 
 import json
@@ -25,7 +26,12 @@ def read_records(path: str | Path) -> list:
         import pyarrow.parquet as pq
 
         return pq.read_table(path).to_pylist()  # keeps nulls as None and integers as int (pandas would not)
-    text = path.read_text(encoding="utf-8")
+    content = path.read_bytes()
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = content[:error.start].count(b"\n") + 1
+        raise BadRecordError(f"{path}: line {line} (byte {error.start}) is not valid UTF-8: {error.reason}") from None
     if suffix == ".jsonl":
         records = []
         for line_number, line in enumerate(text.splitlines(), start=1):
@@ -51,7 +57,7 @@ def read_hub_records(dataset_id: str, split: str, revision: str | None = None) -
 
 
 def problem(record, columns: dict) -> str | None:
-    """Why a record is malformed, or None. Reasons: not an object, missing X, non-string X, empty completion."""
+    """Why a record is malformed, or None. Reasons: not an object, missing X, non-string X."""
     if not isinstance(record, dict):
         return "not an object"
     for field in ("instruction", "output"):
@@ -61,9 +67,12 @@ def problem(record, columns: dict) -> str | None:
         value = record.get(columns[field])
         if value is not None and not isinstance(value, str):
             return f"non-string {field}"
-    if not record[columns["output"]].strip():
-        return "empty completion"
     return None
+
+
+def empty_completions(table: pd.DataFrame) -> int:
+    """Records whose completion is empty or blank: valid (the completion is the EOS token alone), but counted."""
+    return int((table["output"].str.strip() == "").sum())
 
 
 def normalize(records: list, *, columns: dict | None = None, source: str = "records",
