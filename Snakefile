@@ -1,7 +1,15 @@
 # Prompt-loss-weight (PLW) experiments: data -> fine-tuning per cell -> evaluation per (cell, benchmark)
 # -> scores, mixed-effects regression, tables, figures and report. See README.md.
 
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
+
+sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
+from plw.config_checks import ConfigError, check_config  # light: yaml only
+
 
 min_version("9.0")
 
@@ -13,6 +21,11 @@ if not workflow.overwrite_configfiles:
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
+# What the schema cannot check (duplicate YAML keys, NaN and -0.0, missing local files, batch sizes), before any job.
+try:
+    check_config(config, workflow.overwrite_configfiles or ["config/config.yaml"])
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
 
 
 include: "workflow/rules/common.smk"

@@ -80,6 +80,24 @@ CONFIG_CASES = [
      r"'metric' is a required property"),
     ("batch size zero", demo_config(evaluation={"batch_size": 0}), r"0 is not valid under any|batch_size"),
     ("wp power zero", demo_config(analysis={"wp_power": 0}), r"less than or equal to the minimum of 0"),
+    ("plw -0.0 (its cells would be plw--0 beside plw-0)", demo_config(plw=[-0.0, 0.1, 1]),
+     r"config plw\[0\]: -0\.0; write 0"),
+    ("plw NaN", demo_config(plw=[0, float("nan"), 1]), r"config plw\[1\]: nan is not a finite number"),
+    ("learning rate NaN", with_training(learning_rate=float("nan")),
+     r"config training\.learning_rate: nan is not a finite number"),
+    ("learning rate infinite", with_training(learning_rate=float("inf")),
+     r"config training\.learning_rate: inf is not a finite number"),
+    ("unknown scheduler", with_training(lr_scheduler_type="cosin"), r"'cosin' is not one of \['linear', 'cosine'"),
+    ("global batch not a multiple of the per-device batch", with_training(global_batch_size=16, per_device_batch_size=6),
+     r"training\.global_batch_size 16 is not a multiple of training\.per_device_batch_size 6"),
+    ("missing task directory", demo_config(evaluation={"include_path": ["no/tasks"]}),
+     r"config evaluation\.include_path\[0\]: no directory 'no/tasks'"),
+    ("missing dataset file", with_dataset({"path": "nowhere/data.json"}),
+     r"config datasets\.demo\.path: no file 'nowhere/data\.json'"),
+    ("missing model directory", with_model("m", {"source": "./no/such/model"}),
+     r"config models\.m\.source: './no/such/model' is not a model directory"),
+    ("dataset path with a shell command", with_dataset({"path": "x; touch pwned"}),
+     r"config datasets\.demo\.path: no file 'x; touch pwned'"),
 ]
 
 
@@ -125,17 +143,13 @@ RUN_CASES = [
      "results/data/demo.parquet", r"bad\.json: line 1 \(byte 18\) is not valid UTF-8"),
     ("dataset file is not JSON", with_dataset({"path": "bad.json"}), {"bad.json": "[{"},
      "results/data/demo.parquet", r"bad\.json: not valid JSON"),
-    ("missing dataset file", with_dataset({"path": "nowhere/data.json"}), {}, "results/data/demo.parquet",
-     r"Missing input files[\s\S]*nowhere/data\.json"),
-    ("missing model directory", with_model("m", {"source": "./no/such/model"}), {},
-     "results/tables/dataset_stats.md", r"Missing input files[\s\S]*no/such/model"),
     # the whole sweep as target: the prefetch jobs come first, so no training starts
     ("unknown benchmark task", with_benchmark(task="demo_capitalz"), {}, "results/scores.parquet",
      r"benchmark capitals: unknown lm-eval task 'demo_capitalz'; did you mean demo_capitals"),
     ("model source with a shell command", with_model("m", {"source": "$(touch pwned)"}), {},
      "results/tables/dataset_stats.md", r"\$\(touch pwned\)"),
-    ("dataset path with a shell command", with_dataset({"path": "x; touch pwned"}), {},
-     "results/data/demo.parquet", r"Missing input files[\s\S]*x; touch pwned"),
+    ("model directory without a tokenizer", with_model("m", {"source": "./m"}), {"m/config.json": "{}"},
+     "results/tables/dataset_stats.md", r"config models\.m\.source: './m' has no tokenizer \(none of tokenizer\.json"),
 ]
 
 
@@ -143,6 +157,7 @@ RUN_CASES = [
 def test_bad_input_is_refused_by_the_first_job_that_meets_it(workflow_copy, case, config, files, target, pattern):
     for name, content in files.items():
         path = workflow_copy / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
     (workflow_copy / "config" / "bad.yaml").write_text(yaml.safe_dump(config))
     result = run_snakemake(workflow_copy, target, "--cores", "1", "--configfile", "config/bad.yaml", check=False)
@@ -154,6 +169,31 @@ def test_bad_input_is_refused_by_the_first_job_that_meets_it(workflow_copy, case
     assert not (workflow_copy / target).exists()
     assert not list(workflow_copy.rglob("pwned")), f"{case}: a config string ran as a shell command"
     assert not list((workflow_copy / "results").glob("models/*")) if (workflow_copy / "results").exists() else True
+
+
+def test_a_duplicate_yaml_key_is_refused_with_its_line(planning_copy):
+    text = (planning_copy / "config" / "config.yaml").read_text()
+    assert "\nseeds: [42]\n" in text
+    config_file = planning_copy / "config" / "duplicate.yaml"
+    config_file.write_text(text.replace("\nseeds: [42]\n", "\nseeds: [42]\nseeds: [7]\n"))
+    line = text.split("\nseeds: [42]\n")[0].count("\n") + 3  # the second "seeds:"
+    result = run_snakemake(planning_copy, "-n", "--configfile", str(config_file), check=False)
+    assert result.returncode != 0
+    assert f"duplicate.yaml: line {line}: key 'seeds' is given twice" in result.stdout + result.stderr
+
+
+def test_a_missing_dataset_file_is_refused_even_when_its_results_exist(workflow_copy):
+    """With its output on disk Snakemake would find nothing to do and keep the results of the old file."""
+    prepared = workflow_copy / "results" / "data" / "demo.parquet"
+    prepared.parent.mkdir(parents=True)
+    prepared.write_bytes(b"made from the old file")
+    (workflow_copy / "config" / "typo.yaml").write_text(yaml.safe_dump(
+        with_dataset({"path": "resources/demo/alpaca_dmeo.json"})))
+    result = run_snakemake(workflow_copy, "results/data/demo.parquet", "--cores", "1", "--configfile",
+                           "config/typo.yaml", check=False)
+    assert result.returncode != 0
+    assert "config datasets.demo.path: no file 'resources/demo/alpaca_dmeo.json'" in result.stdout + result.stderr
+    assert prepared.read_bytes() == b"made from the old file"
 
 
 def test_bad_records_can_be_dropped_with_counts_in_the_log(workflow_copy):
@@ -204,3 +244,12 @@ def test_trust_remote_code_is_off_unless_the_config_turns_it_on_for_one_model(pl
         trusting = "--trust-remote-code" in command
         assert trusting == ("--model-path results/models/llama2-7b/" in command
                             or "--model-path meta-llama/Llama-2-7b-hf" in command), command
+
+
+def test_every_scheduler_the_schema_allows_is_one_of_transformers():
+    from transformers.trainer_utils import SchedulerType
+
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow" / "schemas" /
+                             "config.schema.yaml").read_text())
+    allowed = schema["properties"]["training"]["properties"]["lr_scheduler_type"]["enum"]
+    assert "cosine" in allowed and set(allowed) <= {scheduler.value for scheduler in SchedulerType}

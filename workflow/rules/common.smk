@@ -6,12 +6,10 @@ import os
 import re
 import shlex
 import sys
-from pathlib import Path
 
-from snakemake.exceptions import WorkflowError
-
-sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
-from plw.grid import format_plw  # noqa: E402  (light: no torch at parse time)
+# light modules (no torch at parse time), on the path that the Snakefile set
+from plw.config_checks import is_local_path  # noqa: E402
+from plw.grid import format_plw  # noqa: E402
 
 # Scripts run as `python scripts/X.py`: find the interpreter that runs Snakemake first (a --sdm conda
 # environment, activated per job, still comes before it).
@@ -50,36 +48,7 @@ wildcard_constraints:
     benchmark=_one_of(BENCHMARKS),
 
 
-def _check_derivations():
-    for name, spec in config["datasets"].items():
-        if "derive" not in spec:
-            continue
-        parent = config["datasets"].get(spec["from"])
-        if parent is None:
-            raise WorkflowError(f"config datasets.{name}.from: unknown dataset {spec['from']!r}; "
-                                f"known: {', '.join(DATASETS)}")
-        if "derive" in parent:
-            raise WorkflowError(f"config datasets.{name}.from: {spec['from']!r} is itself derived; "
-                                "derive from a dataset with a source")
-
-
-def _check_attention():
-    training = config["training"]
-    if training["attn_implementation"] == "packed_sdpa" and not training["packing"]:
-        raise WorkflowError("config training.attn_implementation: packed_sdpa attends within packed sequences; "
-                            "set training.packing: true, or choose sdpa")
-
-
-_check_derivations()
-_check_attention()
-
-
 # ---- models ------------------------------------------------------------------------------------------
-
-def is_local_path(source):
-    """A model source is a local directory when it looks like a path or exists; otherwise a Hub id."""
-    return os.path.isabs(source) or source[:1] in (".", "~") or Path(source).exists()
-
 
 def base_model(model):
     """Where the base model is loaded from: a built demo model, a local directory, or a Hub id."""

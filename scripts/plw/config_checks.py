@@ -1,0 +1,122 @@
+"""Checks of a config that its JSON schema cannot make, run while planning so no job starts on a bad config.
+
+Light on purpose (yaml only): the Snakefile imports it at parse time.
+"""
+
+import math
+import os
+from pathlib import Path
+
+import yaml
+
+# Files from which Transformers can build a tokenizer; a model directory needs one of them.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model",
+                   "sentencepiece.bpe.model")
+
+
+class ConfigError(ValueError):
+    """A config value that would fail (or silently mislead) a job later, named by its file or key."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's SafeLoader keeps the last of two equal keys; this one refuses the second."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"{self.name}: line {key_node.start_mark.line + 1}: key {key!r} is given twice "
+                                  f"(first on line {seen[key] + 1}); YAML would silently keep the last")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def check_unique_keys(path: str | Path) -> None:
+    with open(path, encoding="utf-8") as stream:
+        loader = _UniqueKeyLoader(stream)
+        loader.name = str(path)
+        try:
+            loader.get_single_data()
+        finally:
+            loader.dispose()
+
+
+def _key(path: tuple) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path).lstrip(".")
+
+
+def check_numbers(value, path: tuple = ()) -> None:
+    """No NaN or infinity anywhere (JSON schema bounds let NaN through), and no -0.0 (a PLW of -0 would name
+    its own cells, plw--0, beside plw-0)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_numbers(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_numbers(item, (*path, index))
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigError(f"config {_key(path)}: {value} is not a finite number")
+        if value == 0 and math.copysign(1, value) < 0:
+            raise ConfigError(f"config {_key(path)}: -0.0; write 0")
+
+
+def is_local_path(source: str) -> bool:
+    """A model source is a local directory when it looks like a path or exists; otherwise a Hub id."""
+    return os.path.isabs(source) or source[:1] in (".", "~") or Path(source).exists()
+
+
+def check_local_files(config: dict) -> None:
+    """Local datasets, model directories (with a tokenizer) and task directories exist, checked even when results
+    exist already: Snakemake would otherwise find nothing to do and keep results made from another file."""
+    for name, spec in config["datasets"].items():
+        if "path" in spec and not Path(spec["path"]).is_file():
+            raise ConfigError(f"config datasets.{name}.path: no file {spec['path']!r}")
+    for name, spec in config["models"].items():
+        source = spec.get("source")
+        if source is None or not is_local_path(source):
+            continue
+        directory = Path(source).expanduser()
+        if not (directory / "config.json").is_file():
+            raise ConfigError(f"config models.{name}.source: {source!r} is not a model directory (no config.json; "
+                              "write one with save_pretrained)")
+        if not any((directory / file).is_file() for file in TOKENIZER_FILES):
+            raise ConfigError(f"config models.{name}.source: {source!r} has no tokenizer (none of "
+                              f"{', '.join(TOKENIZER_FILES)}); save the tokenizer there with save_pretrained")
+    for index, directory in enumerate(config["evaluation"]["include_path"]):
+        if not Path(directory).is_dir():
+            raise ConfigError(f"config evaluation.include_path[{index}]: no directory {directory!r}")
+
+
+def check_derivations(config: dict) -> None:
+    for name, spec in config["datasets"].items():
+        if "derive" not in spec:
+            continue
+        parent = config["datasets"].get(spec["from"])
+        if parent is None:
+            raise ConfigError(f"config datasets.{name}.from: unknown dataset {spec['from']!r}; "
+                              f"known: {', '.join(config['datasets'])}")
+        if "derive" in parent:
+            raise ConfigError(f"config datasets.{name}.from: {spec['from']!r} is itself derived; "
+                              "derive from a dataset with a source")
+
+
+def check_training(training: dict) -> None:
+    if training["attn_implementation"] == "packed_sdpa" and not training["packing"]:
+        raise ConfigError("config training.attn_implementation: packed_sdpa attends within packed sequences; "
+                          "set training.packing: true, or choose sdpa")
+    # the number of GPUs is known only in the job, which checks the full product again
+    if training["global_batch_size"] % training["per_device_batch_size"]:
+        raise ConfigError(f"config training.global_batch_size {training['global_batch_size']} is not a multiple of "
+                          f"training.per_device_batch_size {training['per_device_batch_size']}")
+
+
+def check_config(config: dict, files: list[str]) -> None:
+    """Every check above, on the validated config (defaults filled in) and the files it was read from."""
+    for path in files:
+        check_unique_keys(path)
+    check_numbers(config)
+    check_derivations(config)
+    check_training(config["training"])
+    check_local_files(config)
