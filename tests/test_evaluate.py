@@ -51,14 +51,35 @@ def test_rows_have_the_documented_columns_and_types(demo_scores):
     for path in demo_scores.values():
         schema = pq.read_schema(path)
         assert schema.names == ["model", "dataset", "plw", "seed", "benchmark", "task", "metric", "value", "stderr",
-                                "num_fewshot", "n_samples", "lm_eval_version"]
+                                "num_fewshot", "n_samples", "lm_eval_version", "code_commit", "code_modified"]
         kinds = {"string": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
-                 "float64": pa.types.is_float64, "int64": pa.types.is_int64}
+                 "float64": pa.types.is_float64, "int64": pa.types.is_int64, "bool": pa.types.is_boolean}
         expected = {"model": "string", "dataset": "string", "plw": "float64", "seed": "int64",
                     "benchmark": "string", "task": "string", "metric": "string", "value": "float64",
-                    "stderr": "float64", "num_fewshot": "int64", "n_samples": "int64", "lm_eval_version": "string"}
+                    "stderr": "float64", "num_fewshot": "int64", "n_samples": "int64", "lm_eval_version": "string",
+                    "code_commit": "string", "code_modified": "bool"}
         for name, kind in expected.items():
             assert kinds[kind](schema.field(name).type), (path.name, name, schema.field(name).type)
+
+
+def test_rows_record_the_commit_of_the_code_that_made_them(demo_scores):
+    git = ["git", "-C", str(REPO)]
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode:
+        pytest.skip("the project is not a git checkout here")
+    modified = subprocess.run([*git, "diff", "HEAD", "--quiet", "--", "scripts", "workflow", "Snakefile",
+                               "resources", "envs", "requirements.txt"]).returncode == 1
+    for path in demo_scores.values():
+        rows = pd.read_parquet(path)
+        assert set(rows["code_commit"]) == {head.stdout.strip()}
+        assert set(rows["code_modified"]) == {modified}
+
+
+def test_code_version_outside_a_git_checkout_is_unknown(tmp_path, monkeypatch):
+    from plw import provenance
+
+    monkeypatch.setattr(provenance, "REPO", tmp_path)
+    assert provenance.code_version() == {"code_commit": None, "code_modified": None}
 
 
 @pytest.mark.parametrize("benchmark", sorted(DEMO_CONFIG["benchmarks"]))
