@@ -1,27 +1,36 @@
 """The analysis package: score collection, the mixed-effects regression, the critical weight, and the figures.
 
 Scores are synthetic (a known quadratic in wp plus benchmark intercepts and noise), built into evaluation
-frames shaped like plw.evaluate.result_rows and collected with collect_scores, as the workflow does.
+frames shaped like plw.evaluate.result_rows and collected with collect_scores, as the workflow does. The fits
+are compared with R's lme4 on the tables in tests/reference (see its README.md).
 """
 
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 
-from plw.analysis import (collect_scores, critical_weight, fit_mixed, fit_summary, missing_cells, primary_scores,
-                          regression_markdown, regression_table)
+from plw.analysis import (FormulaError, check_formula, collect_scores, critical_weight, fit_mixed, fit_summary,
+                          missing_cells, primary_scores, regression_markdown, regression_table)
 from plw.evaluate import ROW_COLUMNS, ROW_TYPES
 from plw.figures import aggregate_figure, benchmark_figure
-
-# statsmodels warns whenever a random-effect variance is below an absolute 0.01, which every variance of
-# fraction-scale scores is (a benchmark spread of 0.05 has variance 0.0025): noise here, not a fault
-pytestmark = pytest.mark.filterwarnings("ignore:The MLE may be on the boundary of the parameter space")
 
 POWER = 0.30103  # log10(2), the paper's wp exponent
 FORMULA = "score ~ wp + I(wp**2)"  # the default analysis.formula of the config schema
 PLW_GRID = [0, 0.0005, 0.002236, 0.01, 0.02463, 0.05, 0.1, 0.2463, 0.5, 1]
 TRUE_COEFFICIENTS = {"Intercept": 0.5, "wp": 0.3, "I(wp ** 2)": -0.25}
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO / "tests" / "reference"
+# lme4's fits of the score tables in tests/reference (made by make_datasets.py, fitted by lme4_reference.R)
+LME4 = json.loads((REFERENCE / "lme4_reference.json").read_text())["datasets"]
 
 
 def result_frame(cell: dict, benchmark: str, values: dict[str, float]) -> pd.DataFrame:
@@ -253,6 +262,142 @@ def test_a_scope_too_small_to_fit_is_reported_and_the_figures_still_render(tmp_p
     assert (tmp_path / "aggregate.png").stat().st_size > 10_000
 
 
+# --- agreement with lme4 --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def python_fits() -> dict:
+    """fit_summary of each reference table, by estimation: the fits are shared by the comparisons below."""
+    tables = {name: pd.read_csv(REFERENCE / f"{name}.csv") for name in LME4}
+    return {(name, estimation): fit_summary(table, FORMULA, POWER, estimation=estimation)
+            for name, table in tables.items() for estimation in ("reml", "ml")}
+
+
+@pytest.mark.parametrize("estimation", ["reml", "ml"])
+@pytest.mark.parametrize("name", sorted(LME4))
+def test_fit_reaches_the_optimum_that_lme4_reports(name, estimation):
+    # bleu_percent: BLEU on 0-100 beside accuracies, a benchmark variance ~10^6 times the residual, on which
+    # statsmodels' optimizers stop early and still report convergence
+    data = pd.read_csv(REFERENCE / f"{name}.csv")
+    reference = LME4[name][estimation]
+    fit = fit_mixed(data, FORMULA, reml=estimation == "reml")
+    assert fit.llf == pytest.approx(reference["loglik"], abs=1e-6)
+    assert fit.cov_re.iloc[0, 0] == pytest.approx(reference["benchmark_variance"], rel=1e-4)
+    assert fit.scale == pytest.approx(reference["residual_variance"], rel=1e-4)
+    assert fit.fe_params.to_numpy() == pytest.approx(reference["estimate"], rel=1e-4)
+
+
+@pytest.mark.parametrize("estimation", ["reml", "ml"])
+@pytest.mark.parametrize("name", sorted(LME4))
+def test_coefficients_variances_and_lrt_agree_with_lme4(python_fits, name, estimation):
+    summary, reference = python_fits[name, estimation], LME4[name]
+    fit = reference[estimation]
+    coefficients = summary["coefficients"]
+    assert list(coefficients["term"]) == fit["terms"]
+    assert coefficients["estimate"].to_numpy() == pytest.approx(fit["estimate"], rel=1e-4)
+    assert coefficients["stderr"].to_numpy() == pytest.approx(fit["stderr"], rel=1e-4)
+    # lmer reports t without a p-value; the reference is the normal p 2·Φ(−|t|) of lme4's t, which statsmodels
+    # reports too (a relative error ε in the SE is ~z²·ε in p: 58·ε at the reference's p of 1e-14)
+    assert coefficients["p_value"].to_numpy() == pytest.approx(fit["p_value"], rel=1e-4)
+    assert summary["estimation"] == estimation
+    assert summary["benchmark_variance"] == pytest.approx(fit["benchmark_variance"], rel=1e-4)
+    assert summary["residual_variance"] == pytest.approx(fit["residual_variance"], rel=1e-4)
+    assert summary["loglik"] == pytest.approx(fit["loglik"], abs=1e-6)
+    # the LRT compares ML fits whatever the estimation, as R's anova() refits REML fits by ML
+    assert summary["ml_loglik"] == pytest.approx(reference["ml"]["loglik"], abs=1e-6)
+    assert summary["null_ml_loglik"] == pytest.approx(reference["null_ml"]["loglik"], abs=1e-6)
+    assert summary["lrt_statistic"] == pytest.approx(reference["lrt_statistic"], rel=1e-4)
+    assert summary["lrt_df"] == reference["lrt_df"]
+    assert summary["lrt_p_value"] == pytest.approx(reference["lrt_p_value"], rel=1e-4)
+
+
+def test_regression_table_and_markdown_record_the_estimation_and_the_variances():
+    scores = synthetic_scores(n_benchmarks=4, seed=2)
+    tables = {estimation: regression_table(scores, FORMULA, POWER, bootstrap_samples=0, estimation=estimation)
+              for estimation in ("reml", "ml")}
+    for estimation, table in tables.items():
+        assert set(table["estimation"]) == {estimation}
+        assert (table[["benchmark_variance", "residual_variance"]] > 0).all(axis=None)
+        assert table["loglik"].notna().all() and table["ml_loglik"].notna().all()
+    reml, ml = (tables[key].iloc[0] for key in ("reml", "ml"))
+    # the REML variances are larger (they allow for the fitted fixed effects); the LRT is the same ML test
+    assert reml["benchmark_variance"] > ml["benchmark_variance"] and reml["stderr"] > ml["stderr"]
+    assert ml["loglik"] == ml["ml_loglik"] and reml["loglik"] != reml["ml_loglik"]
+    assert reml["lrt_statistic"] == pytest.approx(ml["lrt_statistic"], rel=1e-9)
+    assert "restricted maximum likelihood (REML)" in regression_markdown(tables["reml"], missing_cells(scores),
+                                                                         FORMULA, POWER)
+    assert "fitted by maximum likelihood (ML)" in regression_markdown(tables["ml"], missing_cells(scores),
+                                                                      FORMULA, POWER)
+
+
+# --- the formula ---------------------------------------------------------------------------------------
+
+
+def test_critical_weight_comes_from_the_terms_by_name_in_any_order():
+    data = primary_scores(synthetic_scores(seed=1))
+    as_in_r = fit_summary(data, "score ~ I(wp**2) + wp", POWER)  # R's order: the quadratic term first
+    as_default = fit_summary(data, FORMULA, POWER)
+    assert as_in_r["critical_kind"] == as_default["critical_kind"] == "vertex"
+    assert as_in_r["critical_plw"] == pytest.approx(as_default["critical_plw"], rel=1e-6)
+
+
+@pytest.mark.parametrize("formula, message", [
+    ("score ~ wp", "lacks I(wp ** 2)"),
+    ("score ~ I(wp**2)", "lacks wp"),
+    ("score ~ wp + I(wp^2)", "lacks I(wp ** 2): the critical weight comes from the terms wp and I(wp**2), in any "
+                             "order, of a model with an intercept (** is Python's power; ^ is XOR)"),
+    ("score ~ plw + I(plw**2)", "lacks wp, I(wp ** 2)"),
+    ("score ~ wp + I(wp**2) - 1", "lacks Intercept"),
+    ("score ~ wp + I(wp**2) + accuracy", "accuracy"),
+    ("bleu ~ wp + I(wp**2)", "bleu"),
+    ("score ~ wp + I(wp**2) + (1 | benchmark)", "random intercept per benchmark"),
+    ("wp + I(wp**2)", "no response"),
+    ("score ~ wp + I(wp**2", "does not parse"),
+])
+def test_a_formula_the_regression_cannot_use_is_refused_before_any_fit(monkeypatch, formula, message):
+    with pytest.raises(FormulaError, match=re.escape(message)):
+        check_formula(formula)
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a refused formula must not be fitted")
+
+    monkeypatch.setattr("plw.analysis.fit_mixed", no_fit)
+    with pytest.raises(FormulaError):
+        regression_table(synthetic_scores(n_benchmarks=3), formula, POWER, bootstrap_samples=0)
+
+
+def test_check_formula_accepts_other_terms_of_known_columns_and_refuses_columns_the_scores_lack():
+    check_formula("score ~ wp + I(wp**2) + C(model) + np.log(plw + 1)")
+    check_formula("value ~ I(wp ** 2) + wp")
+    with pytest.raises(FormulaError, match="model"):
+        check_formula("score ~ wp + I(wp**2) + C(model)", columns=["score", "wp", "benchmark"])
+
+
+def test_check_formula_imports_no_statsmodels_for_the_workflow_parse():
+    code = ("import sys; from plw.analysis import check_formula; check_formula('score ~ wp + I(wp**2)'); "
+            "heavy = {'statsmodels', 'scipy', 'plotnine'} & {name.split('.')[0] for name in sys.modules}; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO / "scripts", check=True)
+
+
+def test_fit_regression_refuses_a_bad_formula_before_writing_and_keeps_the_previous_table(tmp_path):
+    scores = synthetic_scores(n_benchmarks=3)
+    scores.to_parquet(tmp_path / "scores.parquet")
+    previous = {tmp_path / "regression.parquet": b"previous table", tmp_path / "regression.md": b"previous md"}
+    for path, content in previous.items():
+        path.write_bytes(content)
+    command = [sys.executable, "scripts/fit_regression.py", "--scores", str(tmp_path / "scores.parquet"),
+               "--formula", "score ~ wp", "--estimation", "reml", "--wp-power", str(POWER), "--bootstrap-samples", "0",
+               "--parquet", str(tmp_path / "regression.parquet"), "--markdown", str(tmp_path / "regression.md")]
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO / "scripts")})
+    assert run.returncode != 0
+    assert "lacks I(wp ** 2)" in run.stderr
+    assert {path: path.read_bytes() for path in previous} == previous
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["regression.md", "regression.parquet",
+                                                                "scores.parquet"]
+
+
 # --- figures ---------------------------------------------------------------------------------------------
 
 
@@ -281,6 +426,7 @@ def test_lrt_of_a_strong_effect_is_finite_and_significant(n_benchmarks):
     assert summary["lrt_p_value"] < 0.01
 
 
+@pytest.mark.filterwarnings("ignore::statsmodels.tools.sm_exceptions.ConvergenceWarning")  # BFGS's, as meant
 def test_a_fit_that_bfgs_leaves_unconverged_is_taken_from_an_optimizer_that_converges():
     lost = (dict(model="m1", dataset="d1", plw=0.5, seed=1), "bench3")
     data = primary_scores(synthetic_scores(n_benchmarks=4, drop=[lost]))
@@ -299,3 +445,54 @@ def test_collect_scores_with_no_results_lists_every_evaluation_as_missing():
     scores = collect_scores([], expected_frame(cells, ["quiz"]), {"quiz": "acc"}, POWER)
     assert (scores["status"] == "missing").all() and len(missing_cells(scores)) == 2
     assert primary_scores(scores).empty
+
+
+def layers_of(figure, geom: str) -> list[tuple]:
+    """Each layer of one geom (e.g. geom_point) in a plotnine figure, with its data (the figure's own by default)."""
+    return [(layer, figure.data if layer.geom.data is None else layer.geom.data) for layer in figure.layers
+            if type(layer.geom).__name__ == geom]
+
+
+def test_an_aggregate_point_with_a_missing_benchmark_is_hollow_and_said_so():
+    cell = dict(model="m1", dataset="d1", plw=0.5, seed=1)
+    scores = synthetic_scores(n_benchmarks=4, drop=[(cell, "bench0")], seed=7)
+    figure = aggregate_figure(scores, regression_table(scores, FORMULA, POWER, bootstrap_samples=0), POWER)
+    drawn = [(layer, frame[frame["plw"] == 0.5]) for layer, frame in layers_of(figure, "geom_point")
+             if "plw" in frame and (frame["plw"] == 0.5).any()]
+    assert len(drawn) == 1, "the cell is drawn once"
+    [(layer, rows)] = drawn
+    # hollow, at the mean of the three benchmarks it has
+    assert layer.geom.aes_params.get("fill") == "white"
+    available = primary_scores(scores).query("plw == 0.5")["score"]
+    assert len(available) == 3 and rows["score"].to_numpy() == pytest.approx([available.mean()])
+    # every other cell has all four benchmarks and is solid
+    solid = figure.data
+    assert len(solid) == len(PLW_GRID) - 1 and 0.5 not in set(solid["plw"])
+    assert "1 cell with missing benchmarks shown hollow" in figure.labels.subtitle
+
+
+def test_figure_1_marks_the_critical_weight_and_its_bootstrap_interval():
+    scores = synthetic_scores(models=("m1", "m2"), seeds=(1, 2), n_benchmarks=3, seed=3)
+    table = regression_table(scores, FORMULA, POWER, bootstrap_samples=5)
+    fits = table[table["model"] != "pooled"].groupby("model").first()
+    assert fits[["critical_plw_ci_low", "critical_plw_ci_high"]].notna().all(axis=None)
+    figure = aggregate_figure(scores, table, POWER)
+    [(_, lines)] = layers_of(figure, "geom_vline")
+    lines = lines.set_index("model").loc[fits.index]
+    assert lines["wp"].to_numpy() == pytest.approx((fits["critical_plw"] ** POWER).to_numpy())
+    [(_, bands)] = layers_of(figure, "geom_rect")
+    bands = bands.set_index("model").loc[fits.index]
+    assert bands["wp_low"].to_numpy() == pytest.approx((fits["critical_plw_ci_low"] ** POWER).to_numpy())
+    assert bands["wp_high"].to_numpy() == pytest.approx((fits["critical_plw_ci_high"] ** POWER).to_numpy())
+
+
+def test_figure_1_marks_a_grid_end_weight_apart_from_a_vertex():
+    scores = pd.concat([synthetic_scores(datasets=("concave",), n_benchmarks=3, seed=4),
+                        synthetic_scores(datasets=("rising",), slope=0.2, curvature=0.05, n_benchmarks=3, seed=4)],
+                       ignore_index=True)
+    figure = aggregate_figure(scores, regression_table(scores, FORMULA, POWER, bootstrap_samples=0), POWER)
+    [(layer, marks)] = [(layer, frame) for layer, frame in layers_of(figure, "geom_point") if "critical_kind" in frame]
+    assert marks.set_index("dataset")["critical_kind"].to_dict() == {"concave": "vertex", "rising": "grid end"}
+    plt.close(figure.draw())
+    assert layer.data["shape"].nunique() == 2, "each kind is drawn with a marker of its own"
+    assert "grid end" in figure.labels.subtitle

@@ -1,6 +1,6 @@
 """Checks of a config that its JSON schema cannot make, run while planning so no job starts on a bad config.
 
-Light on purpose (yaml only): the Snakefile imports it at parse time.
+Light on purpose (yaml, and pandas with patsy for the formula): the Snakefile imports it at parse time.
 """
 
 import math
@@ -112,6 +112,17 @@ def check_training(training: dict) -> None:
                           f"training.per_device_batch_size {training['per_device_batch_size']}")
 
 
+def check_formula(formula: str) -> None:
+    """The analysis formula reads known columns and holds the terms that λ is read from (plw.analysis)."""
+    from plw.analysis import FormulaError
+    from plw.analysis import check_formula as check  # numpy, pandas and patsy; statsmodels only when fitting
+
+    try:
+        check(formula)
+    except FormulaError as error:
+        raise ConfigError(f"config analysis.formula: {error}") from None
+
+
 def check_config(config: dict, files: list[str]) -> None:
     """Every check above, on the validated config (defaults filled in) and the files it was read from."""
     for path in files:
@@ -120,3 +131,4 @@ def check_config(config: dict, files: list[str]) -> None:
     check_derivations(config)
     check_training(config["training"])
     check_local_files(config)
+    check_formula(config["analysis"]["formula"])

@@ -197,6 +197,7 @@ def collect_scores_command(allow_missing=False):
 def fit_regression_command():
     analysis = config["analysis"]
     return ["python", "scripts/fit_regression.py", "--scores", SCORES, "--formula", analysis["formula"],
+            "--estimation", analysis["estimation"],
             "--wp-power", str(analysis["wp_power"]), "--bootstrap-samples", str(analysis["bootstrap_samples"]),
             "--parquet", REGRESSION["parquet"], "--markdown", REGRESSION["markdown"]]
 
