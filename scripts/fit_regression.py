@@ -4,7 +4,8 @@ import argparse
 
 import pandas as pd
 
-from plw.analysis import ESTIMATIONS, FormulaError, check_formula, missing_cells, regression_markdown, regression_table
+from plw.analysis import (ESTIMATIONS, FormulaError, check_formula, code_section, missing_cells, regression_markdown,
+                          regression_table)
 from plw.io import write_parquet, write_text
 
 parser = argparse.ArgumentParser(description=__doc__)
@@ -26,7 +27,7 @@ try:
 except FormulaError as error:
     raise SystemExit(f"analysis.formula: {error}") from None
 table = regression_table(scores, args.formula, args.wp_power, args.bootstrap_samples, args.estimation)
-markdown = regression_markdown(table, missing_cells(scores), args.formula, args.wp_power)
+markdown = regression_markdown(table, missing_cells(scores), args.formula, args.wp_power) + code_section(scores)
 # written only once both are made: a failed job leaves the previous table and markdown in place
 write_parquet(table, args.parquet)
 write_text(markdown, args.markdown)

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 
-from plw.analysis import (FormulaError, check_formula, collect_scores, critical_weight, fit_mixed, fit_summary,
+from plw.analysis import (FormulaError, check_formula, code_section, collect_scores, critical_weight, fit_mixed, fit_summary,
                           missing_cells, primary_scores, regression_markdown, regression_table)
 from plw.evaluate import ROW_COLUMNS, ROW_TYPES
 from plw.figures import aggregate_figure, benchmark_figure
@@ -496,3 +496,20 @@ def test_figure_1_marks_a_grid_end_weight_apart_from_a_vertex():
     plt.close(figure.draw())
     assert layer.data["shape"].nunique() == 2, "each kind is drawn with a marker of its own"
     assert "grid end" in figure.labels.subtitle
+
+
+# --- which code made the results ---------------------------------------------------------------------------
+
+
+def test_the_table_says_when_evaluations_come_from_different_code():
+    scores = synthetic_scores(n_benchmarks=2, drop=[(dict(model="m1", dataset="d1", plw=0.0, seed=1), "bench0")])
+    assert "do not record their code" in code_section(scores)
+    made = scores["status"] != "missing"
+    scores.loc[made, "code_commit"], scores.loc[made, "code_modified"] = "a" * 40, False
+    assert "Every evaluation was made by commit aaaaaaaaaaaa." in code_section(scores)
+
+    older = made & (scores["plw"] == 1.0)
+    scores.loc[older, "code_commit"], scores.loc[older, "code_modified"] = "b" * 40, True
+    section = code_section(scores)
+    assert "**The evaluations come from different code**" in section
+    assert "- aaaaaaaaaaaa: 17 evaluations" in section and "- bbbbbbbbbbbb (modified): 2 evaluations" in section

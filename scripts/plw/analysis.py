@@ -328,3 +328,24 @@ def regression_markdown(table: pd.DataFrame, missing: pd.DataFrame, formula: str
             plw = "base" if pd.isna(row.plw) else row.plw
             lines.append(f"| {row.model} | {row.dataset} | {plw} | {row.seed} | {row.benchmark} | {row.status} |")
     return "\n".join(lines) + "\n"
+
+
+def code_section(scores: pd.DataFrame) -> str:
+    """Which code made the evaluations (their recorded commit): a reader must know when they differ."""
+    made = scores[scores["status"] != "missing"]
+    lines = ["\n## Code\n"]
+    if "code_commit" not in made or made["code_commit"].isna().all():
+        return "\n".join([*lines, "The evaluations do not record their code (made outside a git checkout).\n"])
+    versions = (made.assign(code_commit=made["code_commit"].fillna("unknown"),
+                            code_modified=made["code_modified"].fillna(False).astype(bool))
+                .drop_duplicates([*CELL_KEYS, "benchmark"])
+                .groupby(["code_commit", "code_modified"]).size())
+    if len(versions) == 1:
+        (commit, modified), = versions.index
+        return "\n".join([*lines, f"Every evaluation was made by commit {commit[:12]}"
+                          f"{' with modified code' if modified else ''}.\n"])
+    lines.append("**The evaluations come from different code**; rerun those of older code to compare like with like "
+                 "(README: what reruns after a change):\n")
+    lines += [f"- {commit[:12]}{' (modified)' if modified else ''}: {count} evaluations"
+              for (commit, modified), count in versions.items()]
+    return "\n".join(lines) + "\n"
