@@ -1,10 +1,31 @@
 """Scores, the mixed-effects regression (Table 3) and the figures; light, so they run on the login node."""
 
-
 localrules:
     collect_scores,
     fit_regression,
     make_figures,
+
+
+# Every evaluation result of the grid, with its cell, for collect_scores to find or list as missing.
+EXPECTED_EVALUATIONS = [{**cell, "plw": float(cell["plw"]), "seed": int(cell["seed"]), "benchmark": benchmark,
+                         "path": eval_result(benchmark, **cell)} for cell in cells() for benchmark in BENCHMARKS]
+if config["evaluation"]["evaluate_base_models"]:
+    EXPECTED_EVALUATIONS += [dict(path=base_eval_result(model, benchmark), model=model, dataset=None, plw=None,
+                                  seed=None, benchmark=benchmark) for model in MODELS for benchmark in BENCHMARKS]
+
+# The analysis steps as commands: the rules run them, and onerror (--keep-going) runs them on what finished.
+COLLECT_SCORES = ["python", "scripts/collect_scores.py", "--expected", as_json(EXPECTED_EVALUATIONS),
+                  "--benchmarks", as_json(config["benchmarks"]), "--wp-power", str(config["analysis"]["wp_power"]),
+                  "--output", SCORES]
+FIT_REGRESSION = ["python", "scripts/fit_regression.py", "--scores", SCORES,
+                  "--formula", config["analysis"]["formula"], "--estimation", config["analysis"]["estimation"],
+                  "--wp-power", str(config["analysis"]["wp_power"]),
+                  "--bootstrap-samples", str(config["analysis"]["bootstrap_samples"]),
+                  "--parquet", REGRESSION["parquet"], "--markdown", REGRESSION["markdown"]]
+MAKE_FIGURES = ["python", "scripts/make_figures.py", "--scores", SCORES, "--regression", REGRESSION["parquet"],
+                "--wp-power", str(config["analysis"]["wp_power"]),
+                "--aggregate", *[path for path in FIGURES if "aggregate" in path],
+                "--benchmarks", *[path for path in FIGURES if "benchmarks" in path]]
 
 
 rule collect_scores:
@@ -16,7 +37,7 @@ rule collect_scores:
     log:
         f"{LOGS}/collect_scores/collect_scores.log",
     params:
-        command=shlex.join(collect_scores_command()),
+        command=shlex.join(COLLECT_SCORES),
     conda:
         "../../envs/analysis.yaml"
     shell:
@@ -32,7 +53,7 @@ rule fit_regression:
     log:
         f"{LOGS}/fit_regression/fit_regression.log",
     params:
-        command=shlex.join(fit_regression_command()),
+        command=shlex.join(FIT_REGRESSION),
     conda:
         "../../envs/analysis.yaml"
     shell:
@@ -51,7 +72,7 @@ rule make_figures:
     log:
         f"{LOGS}/make_figures/make_figures.log",
     params:
-        command=shlex.join(make_figures_command()),
+        command=shlex.join(MAKE_FIGURES),
     conda:
         "../../envs/analysis.yaml"
     shell:
@@ -70,9 +91,9 @@ onerror:
     if workflow.execution_settings.keep_going and not workflow.dryrun:
         import subprocess
 
-        steps = [collect_scores_command(allow_missing=True)]
+        steps = [[*COLLECT_SCORES, "--allow-missing"]]
         if all(os.path.exists(path) for path in checked_metrics()):
-            steps += [fit_regression_command(), make_figures_command()]
+            steps += [FIT_REGRESSION, MAKE_FIGURES]
         built = []
         for command in steps:
             if subprocess.run(command, check=False).returncode:

@@ -1,4 +1,6 @@
-"""The grid, the paths of every result, input functions and wildcard constraints."""
+"""What every stage shares: the grid, the paths of results, wildcard constraints and config helpers.
+
+Each stage's own input functions, params and commands live with its rules (workflow/rules/<stage>.smk)."""
 
 import itertools
 import json
@@ -48,7 +50,13 @@ wildcard_constraints:
     benchmark=_one_of(BENCHMARKS),
 
 
-# ---- models ------------------------------------------------------------------------------------------
+def as_json(value):
+    """Config sections travel to scripts as one JSON argument (quoted with :q in every shell command)."""
+    return json.dumps(value, sort_keys=True)
+
+
+# ---- base models: data (tokenizer), training and evaluation ------------------------------------------
+
 
 def base_model(model):
     """Where the base model is loaded from: a built demo model, a local directory, or a Hub id."""
@@ -81,7 +89,8 @@ def checked_metrics():
     return [f"{PREFETCH}/metrics/{benchmark}.json" for benchmark in BENCHMARKS]
 
 
-# ---- datasets ----------------------------------------------------------------------------------------
+# ---- datasets: data and training ---------------------------------------------------------------------
+
 
 def is_derived(dataset):
     return "derive" in config["datasets"][dataset]
@@ -98,24 +107,13 @@ def training_data(model, dataset):
     return normalized_dataset(dataset)
 
 
-def training_data_input(wildcards):
-    return training_data(wildcards.model, wildcards.dataset)
+# ---- cells and their evaluations: evaluation and analysis --------------------------------------------
 
-
-def all_training_data():
-    return sorted({training_data(model, dataset) for model in MODELS for dataset in DATASETS})
-
-
-# ---- cells -------------------------------------------------------------------------------------------
 
 def cells():
     """Every (model, dataset, plw, seed) of the grid, as wildcard dicts."""
     for model, dataset, plw, seed in itertools.product(MODELS, DATASETS, PLWS, SEEDS):
         yield dict(model=model, dataset=dataset, plw=plw, seed=seed)
-
-
-def trained_model(**cell):
-    return f"{RESULTS}/models/{CELL}/model".format(**cell)
 
 
 def eval_result(benchmark, **cell):
@@ -133,88 +131,15 @@ def all_eval_results():
     return results
 
 
-def as_json(value):
-    """Config sections travel to scripts as one JSON argument (quoted with :q in every shell command)."""
-    return json.dumps(value, sort_keys=True)
+# ---- the analysis' results, and the workflow's targets -----------------------------------------------
 
-
-# ---- input functions and parameters of single rules -------------------------------------------------
-
-
-def dataset_file(wildcards):
-    """The file a dataset is normalized from: its verified download or its local path (none for Hub ids)."""
-    spec = config["datasets"][wildcards.dataset]
-    if "url" in spec:
-        return f"{RESULTS}/downloads/{wildcards.dataset}.json"
-    return spec.get("path", [])
-
-
-INCLUDE_PATH = as_json(config["evaluation"]["include_path"])  # local lm-eval task directories
-
-
-def benchmark_task(wildcards):
-    return config["benchmarks"][wildcards.benchmark]["task"]
-
-
-def evaluation_spec(wildcards):
-    """What an evaluation job runs: the benchmark's entry without its primary metric, which only the analysis
-    reads (every metric is kept), so that changing it reruns no evaluation."""
-    return as_json({key: value for key, value in config["benchmarks"][wildcards.benchmark].items() if key != "metric"})
-
-
-def trust_remote_code_flag(wildcards):
-    return "--trust-remote-code" if config["models"][wildcards.model]["trust_remote_code"] else ""
-
-
-def expected_evaluations():
-    """Every evaluation result of the grid, with its cell, for collect_scores to find or list as missing."""
-    rows = [dict(path=eval_result(benchmark, **cell), **cell, benchmark=benchmark)
-            for cell in cells() for benchmark in BENCHMARKS]
-    rows = [{**row, "plw": float(row["plw"]), "seed": int(row["seed"])} for row in rows]
-    if config["evaluation"]["evaluate_base_models"]:
-        rows += [dict(path=base_eval_result(model, benchmark), model=model, dataset=None, plw=None, seed=None,
-                      benchmark=benchmark) for model in MODELS for benchmark in BENCHMARKS]
-    return rows
-
-
-# ---- final targets -----------------------------------------------------------------------------------
-
+DATASET_STATS = f"{RESULTS}/tables/dataset_stats.md"
+SCORES = f"{RESULTS}/scores.parquet"
+REGRESSION = {"parquet": f"{RESULTS}/tables/regression.parquet", "markdown": f"{RESULTS}/tables/regression.md"}
 FIGURES = [f"{RESULTS}/figures/{name}.{ext}" for name in ("aggregate_vs_wp", "benchmarks_vs_wp")
            for ext in ("png", "pdf")]
 
 
-SCORES = f"{RESULTS}/scores.parquet"
-REGRESSION = {"parquet": f"{RESULTS}/tables/regression.parquet", "markdown": f"{RESULTS}/tables/regression.md"}
-
-
-# The analysis steps as commands: the rules run them, and onerror (--keep-going) runs them on what finished.
-def collect_scores_command(allow_missing=False):
-    return ["python", "scripts/collect_scores.py", *(["--allow-missing"] if allow_missing else []),
-            "--expected", as_json(expected_evaluations()), "--benchmarks", as_json(config["benchmarks"]),
-            "--wp-power", str(config["analysis"]["wp_power"]), "--output", SCORES]
-
-
-def fit_regression_command():
-    analysis = config["analysis"]
-    return ["python", "scripts/fit_regression.py", "--scores", SCORES, "--formula", analysis["formula"],
-            "--estimation", analysis["estimation"],
-            "--wp-power", str(analysis["wp_power"]), "--bootstrap-samples", str(analysis["bootstrap_samples"]),
-            "--parquet", REGRESSION["parquet"], "--markdown", REGRESSION["markdown"]]
-
-
-def make_figures_command():
-    return ["python", "scripts/make_figures.py", "--scores", SCORES, "--regression", REGRESSION["parquet"],
-            "--wp-power", str(config["analysis"]["wp_power"]),
-            "--aggregate", *[path for path in FIGURES if "aggregate" in path],
-            "--benchmarks", *[path for path in FIGURES if "benchmarks" in path]]
-
-
 def final_targets():
     """The tables, figures and scores, and every evaluation result: one deleted by hand is made again."""
-    return [
-        *all_eval_results(),
-        f"{RESULTS}/tables/dataset_stats.md",
-        SCORES,
-        REGRESSION["markdown"],
-        *FIGURES,
-    ]
+    return [*all_eval_results(), DATASET_STATS, SCORES, REGRESSION["markdown"], *FIGURES]

@@ -12,6 +12,11 @@ localrules:
     dataset_stats,
 
 
+# The file each dataset is normalized from: its verified download or its local path (none for Hub ids).
+DATASET_FILES = {name: f"{RESULTS}/downloads/{name}.json" if "url" in spec else spec.get("path", [])
+                 for name, spec in config["datasets"].items()}
+
+
 rule download_dataset:
     output:
         f"{RESULTS}/downloads/{{dataset}}.json",
@@ -29,7 +34,7 @@ rule download_dataset:
 
 rule prepare_dataset:
     input:
-        dataset_file,
+        lambda wildcards: DATASET_FILES[wildcards.dataset],
     output:
         f"{RESULTS}/data/{{dataset}}.parquet",
     log:
@@ -81,12 +86,11 @@ rule build_base_model:
 
 rule dataset_stats:
     input:
-        data=all_training_data(),
+        data=sorted({training_data(model, dataset) for model in MODELS for dataset in DATASETS}),
         models=[path for model in MODELS for path in base_model_files(model)],
     output:
         parquet=f"{RESULTS}/tables/dataset_stats.parquet",
-        markdown=report(f"{RESULTS}/tables/dataset_stats.md", caption="../report/dataset_stats.rst",
-                        category="Tables"),
+        markdown=report(DATASET_STATS, caption="../report/dataset_stats.rst", category="Tables"),
     log:
         f"{LOGS}/dataset_stats/dataset_stats.log",
     params:

@@ -3,7 +3,7 @@
 
 rule train:
     input:
-        data=training_data_input,
+        data=lambda wildcards: training_data(wildcards.model, wildcards.dataset),
         base=base_model_input,
         prefetched=prefetched_model,
     output:
