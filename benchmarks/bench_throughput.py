@@ -178,7 +178,7 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     dtype = getattr(torch, args.dtype)
     vocab = PRESETS[args.preset]["vocab_size"]
-    pad = vocab - 1  # the [PAD] that add_pad_token appends
+    pad = vocab - 1  # the [PAD] that add_missing_special_tokens appends
     steps_per_round = args.warmup + args.steps
     records = synthetic_records(args.records_per_step * steps_per_round, pad, args.max_length, args.plw, args.seed,
                                 args.completion_median, args.completion_sigma)

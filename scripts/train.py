@@ -2,7 +2,8 @@
 
 Resumes from the newest complete checkpoint in --checkpoints; writes the final model and train_log.parquet only
 when training completes, then removes the checkpoints. With --gpus N > 1 on a machine with CUDA, it re-launches
-itself under torchrun, one process per GPU.
+itself under torchrun, one process per GPU; those shard the model with FSDP2 where training.fsdp says so, and it
+refuses to train them unsharded where FSDP does not take.
 """
 
 import argparse
@@ -40,6 +41,24 @@ def relaunch_per_gpu(gpus: int) -> None:
         os.execvp("torchrun", ["torchrun", "--standalone", f"--nproc_per_node={processes}", *sys.argv])
 
 
+# The config's training.fsdp, the option string of Alpaca's (and the paper's) command line, as FSDP2's choice:
+# full_shard gathers each layer's parameters for its forward and again for its backward (ZeRO-3), shard_grad_op
+# keeps them gathered from the forward to the backward (ZeRO-2's memory, no second gathering)
+RESHARD_AFTER_FORWARD = {"full_shard auto_wrap": True, "shard_grad_op auto_wrap": False}
+
+
+def fsdp_config(settings: dict) -> dict:
+    """Transformers' fsdp_config (with fsdp=True) for the config's training.fsdp: FSDP2 (PyTorch's fully_shard), a
+    unit per decoder layer, sharded checkpoints (each rank writes its shard: no gathering of a 7B model onto rank 0
+    every save). Transformers deprecates the option string (for removal in v5.20) for this form."""
+    config = {"version": 2, "reshard_after_forward": RESHARD_AFTER_FORWARD[settings["fsdp"]],
+              "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "state_dict_type": "SHARDED_STATE_DICT",
+              "activation_checkpointing": settings["gradient_checkpointing"]}  # FSDP's, without a second gather
+    if settings["fsdp_transformer_layer_cls"]:  # else the model's own decoder layer (its _no_split_modules)
+        config["transformer_layer_cls_to_wrap"] = [settings["fsdp_transformer_layer_cls"]]
+    return config
+
+
 def last_complete_checkpoint(directory: str) -> str | None:
     """The newest checkpoint-N with its trainer_state.json, which the Trainer writes last: a job killed while
     saving leaves a partial checkpoint, and resuming from it would fail every retry."""
@@ -51,12 +70,13 @@ def main(args) -> None:
     import pandas as pd
     import torch
     from transformers import AutoModelForCausalLM, TrainingArguments, set_seed
+    from transformers.utils import is_torch_tf32_available
 
     from plw.attention import default_attention, packed_row_length
     from plw.io import atomic_path, write_parquet
     from plw.models import compile_decoder_layers, load_tokenizer
-    from plw.tokenize import add_pad_token, tokenize_record
-    from plw.trainer import PromptLossWeightTrainer, WeightedCollator
+    from plw.tokenize import add_missing_special_tokens, missing_bos_note, tokenize_record
+    from plw.trainer import PromptLossWeightTrainer, WeightedCollator, sharding
 
     settings = json.loads(args.settings)
     spec = json.loads(args.model_spec)
@@ -74,7 +94,12 @@ def main(args) -> None:
     # fp32 master weights, as Alpaca's (Transformers 5 would load LLaMA checkpoints in their fp16); bf16 computes
     model = AutoModelForCausalLM.from_pretrained(args.base_model, attn_implementation=attention,
                                                  dtype=torch.float32, **load)
-    add_pad_token(tokenizer, model)
+    added = add_missing_special_tokens(tokenizer, model)
+    if added:
+        print(f"added the special tokens the tokenizer lacked, as Alpaca does: {', '.join(added)}", flush=True)
+    bos_note = missing_bos_note(tokenizer, model.config.bos_token_id)
+    if bos_note:
+        print(f"note: {bos_note}", flush=True)
     if settings["lora"]["enabled"]:
         from peft import LoraConfig, get_peft_model
 
@@ -85,11 +110,15 @@ def main(args) -> None:
         compile_decoder_layers(model)
     elif settings["compile"]:  # on CPU, packed_sdpa's per-sequence loop would recompile for every batch
         print("training.compile: not without CUDA, the layers run eagerly", flush=True)
+    # Alpaca's --tf32 True; Transformers refuses it where no GPU has TF32, so there it is left unset, and said
+    tf32 = settings["tf32"] if is_torch_tf32_available() else None
+    if settings["tf32"] and tf32 is None:
+        print("training.tf32: no GPU with TF32 here, matmuls run in full precision", flush=True)
     train_dataset = [tokenize_record(record, tokenizer, args.plw, settings["max_length"]) for record in records]
 
     # LoRA trains a small adapter on a frozen base that fits each GPU: data parallel, not sharded, so that rank 0
     # can merge the adapter into the base model at the end
-    fsdp = settings["fsdp"] if world_size > 1 and not settings["lora"]["enabled"] else ""
+    fsdp = bool(settings["fsdp"]) and world_size > 1 and not settings["lora"]["enabled"]
     training_args = TrainingArguments(
         output_dir=args.checkpoints,
         num_train_epochs=settings["epochs"],
@@ -101,10 +130,13 @@ def main(args) -> None:
         lr_scheduler_type=settings["lr_scheduler_type"],
         weight_decay=settings["weight_decay"],
         bf16=settings["bf16"],
-        activation_checkpointing=settings["gradient_checkpointing"],
+        tf32=tf32,
+        activation_checkpointing=settings["gradient_checkpointing"] and not fsdp,
         dataloader_pin_memory=torch.cuda.is_available(),
+        # ranks without a GPU train on their CPUs over gloo (else Transformers would train each rank alone)
+        use_cpu=world_size > 1 and not torch.cuda.is_available(),
         fsdp=fsdp,
-        fsdp_config={"transformer_layer_cls_to_wrap": [settings["fsdp_transformer_layer_cls"]]} if fsdp else None,
+        fsdp_config=fsdp_config(settings) if fsdp else None,
         save_strategy="steps",
         save_steps=settings["save_steps"],
         save_total_limit=1,
@@ -122,9 +154,22 @@ def main(args) -> None:
                                       row_length=packed_row_length(attention, settings["max_length"])),
         loss_normalization=settings["loss_normalization"], loss_chunk_size=settings["loss_chunk_size"])
 
+    # Accelerate takes the FSDP plugin on GPUs only: elsewhere its ranks would silently train unsharded (DDP)
+    if fsdp and not trainer.is_fsdp_enabled:
+        raise SystemExit(f"training.fsdp {settings['fsdp']!r}: Accelerate did not enable FSDP for these "
+                         f"{world_size} processes (it does on GPUs only); not training them unsharded")
+    if trainer.is_fsdp_enabled and trainer.is_world_process_zero():
+        plugin = trainer.accelerator.state.fsdp_plugin
+        print(f"{world_size} processes, FSDP{plugin.fsdp_version} ({settings['fsdp']}), {plugin.state_dict_type.name}"
+              " checkpoints", flush=True)
+    elif world_size > 1 and trainer.is_world_process_zero():
+        print(f"{world_size} processes, data parallel", flush=True)
+
     checkpoint = last_complete_checkpoint(args.checkpoints)
     print(f"resuming from {checkpoint}" if checkpoint else "starting from the base model", flush=True)
     trainer.train(resume_from_checkpoint=checkpoint)
+    if trainer.is_fsdp_enabled:
+        print(f"rank {trainer.args.process_index}: {sharding(trainer.model)}", flush=True)
 
     # Under FSDP each rank holds a shard: gathering the full weights (onto rank 0) is a collective of all ranks.
     state_dict = trainer.accelerator.get_state_dict(trainer.model)

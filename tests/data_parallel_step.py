@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 from plw.models import load_tokenizer  # noqa: E402
-from plw.tokenize import add_pad_token, tokenize_record  # noqa: E402
+from plw.tokenize import add_missing_special_tokens, tokenize_record  # noqa: E402
 from plw.trainer import PromptLossWeightTrainer, WeightedCollator  # noqa: E402
 
 RECORDS = 16
@@ -26,7 +26,7 @@ model_dir, output, per_device, accumulation = sys.argv[1], sys.argv[2], int(sys.
 records = json.loads((REPO / "resources" / "demo" / "alpaca_demo.json").read_text(encoding="utf-8"))[:RECORDS]
 tokenizer = load_tokenizer(model_dir, model_max_length=128)
 model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-add_pad_token(tokenizer, model)
+add_missing_special_tokens(tokenizer, model)
 gradient = {}
 
 

@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, TrainingArguments
 
 from plw.prompts import PROMPT_NO_INPUT, PROMPT_WITH_INPUT, render_prompt
-from plw.tokenize import add_pad_token, tokenize_record
+from plw.tokenize import add_missing_special_tokens, tokenize_record
 from plw.loss import weighted_token_loss_sum
 from plw.trainer import PromptLossWeightTrainer, WeightedCollator
 
@@ -29,7 +29,7 @@ def model_and_tokenizer(tiny_model_dir):
 
     tokenizer = load_tokenizer(str(tiny_model_dir), model_max_length=128)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    add_pad_token(tokenizer, model)
+    add_missing_special_tokens(tokenizer, model)
     return model, tokenizer
 
 

@@ -4,23 +4,42 @@ import torch
 
 from plw.prompts import render_prompt
 
-DEFAULT_PAD_TOKEN = "[PAD]"
+# Stanford Alpaca's defaults for the special tokens a tokenizer lacks
+DEFAULT_SPECIAL_TOKENS = {"pad_token": "[PAD]", "eos_token": "</s>", "bos_token": "<s>", "unk_token": "<unk>"}
 
 
-def add_pad_token(tokenizer, model) -> None:
-    """Alpaca's smart_tokenizer_and_embedding_resize: add [PAD] and give it the mean of the other embeddings."""
-    if tokenizer.pad_token is not None:
-        return
-    tokenizer.add_special_tokens({"pad_token": DEFAULT_PAD_TOKEN})
+def add_missing_special_tokens(tokenizer, model) -> list[str]:
+    """Alpaca's smart_tokenizer_and_embedding_resize: add the special tokens the tokenizer lacks (LLaMA lacks
+    [PAD]) and give each new token the mean of the other embeddings. Returns what was added, e.g. ['pad_token']."""
+    missing = {name: token for name, token in DEFAULT_SPECIAL_TOKENS.items() if getattr(tokenizer, name) is None}
+    if not missing:
+        return []
+    tokenizer.add_special_tokens(missing)
     old_size = model.get_input_embeddings().weight.shape[0]
     model.resize_token_embeddings(len(tokenizer))
     with torch.no_grad():
         for embeddings in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
             embeddings[old_size:] = embeddings[:old_size].mean(dim=0, keepdim=True)
+    return list(missing)
+
+
+def missing_bos_note(tokenizer, bos_token_id: int | None) -> str | None:
+    """A note when the model's config names a BOS token that the tokenizer does not put before a prompt (a
+    LLaMA tokenizer loaded from its SentencePiece file alone adds none, where the Hub's add one)."""
+    if bos_token_id is None:
+        return None
+    first = tokenizer(render_prompt("x"))["input_ids"][:1]
+    if first == [bos_token_id]:
+        return None
+    return (f"the model's config names BOS token id {bos_token_id}, but the tokenizer starts a prompt with "
+            f"{first or 'nothing'}: the records train without BOS (set add_bos_token in the tokenizer's config "
+            "to add it)")
 
 
 def tokenize_record(record: dict, tokenizer, plw: float, max_length: int) -> dict:
-    """input_ids of prompt + output + EOS (BOS from the tokenizer, right truncation) and per-token weights."""
+    """input_ids of prompt + output + EOS (BOS from the tokenizer, right truncation) and per-token weights.
+
+    An empty output is a valid record, as in Alpaca: its completion is the EOS token alone."""
     prompt = render_prompt(record["instruction"], record["input"])
     target = f"{record['output']}{tokenizer.eos_token}"
     input_ids = tokenizer(prompt + target, max_length=max_length, truncation=True)["input_ids"]

@@ -7,7 +7,11 @@ Loss normalizations (config `training.loss_normalization`):
 With either, PLW 0 is Alpaca's masked loss and PLW 1 the plain unmasked loss.
 """
 
+from collections import Counter
+
 import torch
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
 from transformers import Trainer
 from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
 
@@ -86,6 +90,19 @@ def real_tokens(batch: dict) -> int:
     return int(batch["num_real_tokens"])
 
 
+def sharding(model) -> str:
+    """How this rank holds the model, to say what ran: FSDP2 makes each parameter a DTensor whose local shard is
+    a slice of it, and gathers the parameters module by module (a decoder layer at a time)."""
+    parameters = list(model.parameters())
+    local = sum(p.to_local().numel() if isinstance(p, DTensor) else p.numel() for p in parameters)
+    layouts = {f"{p.placements} over {p.device_mesh.size()} ranks" if isinstance(p, DTensor) else "whole"
+               for p in parameters}
+    modules = Counter(type(module).__name__.removeprefix("FSDP") for module in model.modules()
+                      if isinstance(module, FSDPModule))
+    return (f"{local} of {sum(p.numel() for p in parameters)} parameter values, {', '.join(sorted(layouts))}; "
+            f"FSDP modules: {', '.join(f'{count} {name}' for name, count in sorted(modules.items()))}")
+
+
 class PromptLossWeightTrainer(Trainer):
     def __init__(self, *args, loss_normalization: str = "global", loss_chunk_size: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -126,7 +143,7 @@ class PromptLossWeightTrainer(Trainer):
         # the model's forward runs under Accelerate's autocast, this loss outside it: project in the same
         # precision as the model's own lm_head (bf16 matmuls, not fp32, with fp32 weights and bf16 training)
         with self.accelerator.autocast():
-            loss_sum = weighted_token_loss_sum(self._captured.pop("hidden"), self._lm_head.weight,
+            loss_sum = weighted_token_loss_sum(self._captured.pop("hidden"), self.head_weight(),
                                                inputs["input_ids"], weights, self.loss_chunk_size)
         if num_items_in_batch is None:
             loss = loss_sum / weights[:, 1:].sum().clamp(min=1e-12)
@@ -134,6 +151,15 @@ class PromptLossWeightTrainer(Trainer):
             # DDP/FSDP average gradients over ranks; the global weight sum already spans all ranks.
             loss = loss_sum / num_items_in_batch.clamp(min=1e-12) * self.args.world_size
         return (loss, outputs) if return_outputs else loss
+
+    def head_weight(self) -> torch.Tensor:
+        """The LM head's full weight, for the loss outside the model's forward. FSDP2 holds each rank's shard of
+        it (a DTensor) outside forward and backward: its unshard() gathers the full weight (a no-op where the
+        forward left it gathered, as Accelerate's unit of final norm and head does), and the backward gives the
+        weight's gradient back to the shards."""
+        if isinstance(self._lm_head, FSDPModule):
+            self._lm_head.unshard()
+        return self._lm_head.weight
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         if "loss" in logs:
