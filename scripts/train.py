@@ -1,7 +1,9 @@
 """Fine-tune one cell (model × dataset × PLW × seed) with the prompt-loss-weighted Alpaca recipe.
 
 Resumes from the newest complete checkpoint in --checkpoints; writes the final model and train_log.parquet only
-when training completes, then removes the checkpoints. With --gpus N > 1 on a machine with CUDA, it re-launches
+when training completes, then keeps hard links to them in --checkpoints instead of the checkpoints. One process
+trains a cell at a time (plw.cell_guard): a second waits, and one for a run that finished hands its result back.
+A warning signal (SIGUSR1, SIGTERM) saves a checkpoint and stops, to be resumed by the retry. With --gpus N > 1 on a machine with CUDA, it re-launches
 itself under torchrun, one process per GPU; those shard the model with FSDP2 where training.fsdp says so, and it
 refuses to train them unsharded where FSDP does not take.
 """
@@ -9,7 +11,6 @@ refuses to train them unsharded where FSDP does not take.
 import argparse
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -66,6 +67,29 @@ def last_complete_checkpoint(directory: str) -> str | None:
     return str(max(complete, key=lambda path: int(path.name.split("-")[-1]))) if complete else None
 
 
+def run_fingerprint_of(args) -> str:
+    """The fingerprint of this run: not of where it writes, nor of the GPUs it gets (a retry may get others)."""
+    from plw.cell_guard import run_fingerprint
+
+    where = ("checkpoints", "output_model", "output_log", "gpus")
+    return run_fingerprint({key: value for key, value in vars(args).items() if key not in where}, args.data)
+
+
+def take_cell(args) -> bool:
+    """Hold the cell (waiting for another process that trains it); False when this same run finished before and
+    its result was handed back, so nothing is left to train."""
+    from plw.cell_guard import discard_other_runs, hold_cell_lock, restore_finished
+
+    hold_cell_lock(args.checkpoints)
+    fingerprint = run_fingerprint_of(args)
+    if restore_finished(args.checkpoints, fingerprint, args.output_model, args.output_log):
+        print(f"this run (same arguments, data, code and packages) finished before: its model and log are handed "
+              f"back from {args.checkpoints}", flush=True)
+        return False
+    discard_other_runs(args.checkpoints, fingerprint)
+    return True
+
+
 def main(args) -> None:
     import pandas as pd
     import torch
@@ -73,7 +97,10 @@ def main(args) -> None:
     from transformers.utils import is_torch_tf32_available
 
     from plw.attention import default_attention, packed_row_length
+    from plw.cell_guard import keep_finished
     from plw.io import atomic_path, write_parquet
+    from plw.preemption import SaveAndStopOnSignal
+    from plw.provenance import code_version
     from plw.models import compile_decoder_layers, load_tokenizer
     from plw.tokenize import add_missing_special_tokens, missing_bos_note, tokenize_record
     from plw.trainer import PromptLossWeightTrainer, WeightedCollator, sharding
@@ -153,6 +180,8 @@ def main(args) -> None:
         data_collator=WeightedCollator(tokenizer.pad_token_id, packing=settings["packing"],
                                       row_length=packed_row_length(attention, settings["max_length"])),
         loss_normalization=settings["loss_normalization"], loss_chunk_size=settings["loss_chunk_size"])
+    stop_on_signal = SaveAndStopOnSignal()
+    trainer.add_callback(stop_on_signal)
 
     # Accelerate takes the FSDP plugin on GPUs only: elsewhere its ranks would silently train unsharded (DDP)
     if fsdp and not trainer.is_fsdp_enabled:
@@ -167,7 +196,12 @@ def main(args) -> None:
 
     checkpoint = last_complete_checkpoint(args.checkpoints)
     print(f"resuming from {checkpoint}" if checkpoint else "starting from the base model", flush=True)
+    stop_on_signal.install()
     trainer.train(resume_from_checkpoint=checkpoint)
+    stop_on_signal.uninstall()
+    if stop_on_signal.received:
+        raise SystemExit(f"stopped on {stop_on_signal.received} after saving checkpoint-{trainer.state.global_step}; "
+                         "a rerun resumes from it")
     if trainer.is_fsdp_enabled:
         print(f"rank {trainer.args.process_index}: {sharding(trainer.model)}", flush=True)
 
@@ -175,7 +209,7 @@ def main(args) -> None:
     state_dict = trainer.accelerator.get_state_dict(trainer.model)
     if trainer.is_world_process_zero():
         log = pd.DataFrame([entry for entry in trainer.state.log_history if "loss" in entry])
-        log = log[["step", "loss", "learning_rate", "grad_norm", "tokens", "weight_sum"]]
+        log = log[["step", "loss", "learning_rate", "grad_norm", "tokens", "weight_sum"]].assign(**code_version())
         final = trainer.accelerator.unwrap_model(trainer.model)
         with atomic_path(args.output_model) as tmp:
             if settings["lora"]["enabled"]:
@@ -184,11 +218,13 @@ def main(args) -> None:
                 final.save_pretrained(tmp, state_dict=state_dict)
             tokenizer.save_pretrained(tmp)
         write_parquet(log, args.output_log)
-        shutil.rmtree(args.checkpoints, ignore_errors=True)
+        keep_finished(args.checkpoints, run_fingerprint_of(args), args.output_model, args.output_log)
         print(f"final loss {log['loss'].iloc[-1]:.4f} after {int(log['step'].iloc[-1])} steps")
 
 
 if __name__ == "__main__":
     arguments = parse_args()
-    relaunch_per_gpu(arguments.gpus)
-    main(arguments)
+    # the job's first process holds the cell; torchrun, exec'd in it, keeps holding it for all ranks
+    if "LOCAL_RANK" in os.environ or take_cell(arguments):
+        relaunch_per_gpu(arguments.gpus)
+        main(arguments)

@@ -1,8 +1,11 @@
-"""Tokenizer guards: special tokens a tokenizer lacks are added as Alpaca adds them, and a prompt without the
-BOS token that the model's config names is reported."""
+"""Alpaca's preprocessing: its prompts and per-token weights, the special tokens a tokenizer lacks added as Alpaca
+adds them, and a prompt without the BOS token that the model's config names reported."""
 
 import torch
+from training_helpers import IGNORE_INDEX, alpaca_labels
+
 from plw.models import load_tokenizer
+from plw.prompts import render_prompt
 from plw.tokenize import add_missing_special_tokens, missing_bos_note, tokenize_record
 from transformers import AutoModelForCausalLM
 
@@ -47,3 +50,29 @@ def test_a_prompt_without_the_configs_bos_token_is_reported(tiny_model_dir):
 
     assert note is not None and f"BOS token id {bos}" in note and "without BOS" in note
     assert missing_bos_note(load_tokenizer(str(tiny_model_dir), add_bos_token=False), None) is None
+
+
+def test_rendered_prompt_and_weights_equal_alpacas(model_and_tokenizer, demo_records):
+    _, tokenizer = model_and_tokenizer
+    with_input = next(r for r in demo_records if r["input"])
+    without_input = next(r for r in demo_records if not r["input"])
+    assert render_prompt(with_input["instruction"], with_input["input"]) == (
+        "Below is an instruction that describes a task, paired with an input that provides further context. "
+        "Write a response that appropriately completes the request.\n\n"
+        f"### Instruction:\n{with_input['instruction']}\n\n### Input:\n{with_input['input']}\n\n### Response:")
+    assert render_prompt(without_input["instruction"]) == (
+        "Below is an instruction that describes a task. Write a response that appropriately completes the "
+        f"request.\n\n### Instruction:\n{without_input['instruction']}\n\n### Response:")
+    for record in (with_input, without_input):
+        tokenized = tokenize_record(record, tokenizer, plw=0.25, max_length=128)
+        input_ids, labels = alpaca_labels(record, tokenizer)
+        assert tokenized["input_ids"] == input_ids
+        assert input_ids[0] == tokenizer.bos_token_id and input_ids[-1] == tokenizer.eos_token_id
+        assert tokenized["loss_weights"] == [0.25 if label == IGNORE_INDEX else 1.0 for label in labels]
+
+
+def test_pad_token_is_added_with_the_mean_embedding(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    embeddings = model.get_input_embeddings().weight
+    assert tokenizer.pad_token == "[PAD]" and tokenizer.pad_token_id == embeddings.shape[0] - 1
+    torch.testing.assert_close(embeddings[-1], embeddings[:-1].mean(dim=0))

@@ -1,5 +1,5 @@
-"""The paper's training setting, `fsdp: full_shard auto_wrap`: train.py under torchrun, two CPU ranks over gloo,
-with the model sharded by FSDP2, against train.py as one process."""
+"""Training on several ranks: two CPU ranks over gloo under data parallelism (DDP), and the paper's setting,
+`fsdp: full_shard auto_wrap` (train.py with the model sharded by FSDP2), against one process."""
 
 import os
 import re
@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainingArguments
 
-from test_train import demo_parquet, train_command, training_settings  # noqa: F401 (fixtures)
+from training_helpers import train_command
 from train import fsdp_config, last_complete_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,7 +129,7 @@ def test_killed_fsdp_training_resumes_from_its_sharded_checkpoint(runs, tmp_path
     model, again_model = (load_file(run / "model" / "model.safetensors") for run in (runs[1], tmp_path / "killed"))
     for name, weight in model.items():
         torch.testing.assert_close(again_model[name], weight, rtol=1e-5, atol=1e-6, msg=name)
-    assert not checkpoints.exists(), "checkpoints are removed once training completes"
+    assert not list(checkpoints.glob("checkpoint-*")), "checkpoints are removed once training completes"
 
 
 @pytest.mark.slow
@@ -143,3 +143,24 @@ def test_fsdp_that_accelerate_does_not_take_is_refused_not_run_as_ddp(tmp_path, 
     assert ("training.fsdp 'full_shard auto_wrap': Accelerate did not enable FSDP for these 2 processes (it does on "
             "GPUs only); not training them unsharded") in result.stderr + result.stdout
     assert "starting from the base model" not in result.stdout and not (tmp_path / "refused" / "model").exists()
+
+
+def test_two_data_parallel_ranks_give_one_process_gradient_and_log(tiny_model_dir, tmp_path):
+    """A real 2-rank run (torchrun, gloo, DDP through the Trainer): 2 ranks × 2 accumulated micro-batches of 4
+    records against 1 process × 4 micro-batches of 4; the same 16 records in one optimizer step."""
+    step = str(REPO / "tests" / "data_parallel_step.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    for command, name in (([sys.executable, step], "one"), ([*torchrun, step], "two")):
+        accumulation = "4" if name == "one" else "2"
+        result = subprocess.run([*command, str(tiny_model_dir), str(tmp_path / f"{name}.pt"), "4", accumulation],
+                                env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    one, two = (torch.load(tmp_path / f"{name}.pt") for name in ("one", "two"))
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    for name, gradient in one["gradient"].items():
+        assert torch.allclose(gradient, two["gradient"][name], atol=1e-5, rtol=0), name
+    # the log counts the step's tokens and weights on every rank, and its loss is Σ w·ℓ / Σ w of the whole step
+    assert two["log"]["tokens"] == one["log"]["tokens"] > 0
+    for key in ("weight_sum", "loss"):
+        assert two["log"][key] == pytest.approx(one["log"][key], rel=1e-6), key
