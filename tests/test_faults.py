@@ -160,3 +160,41 @@ def test_failed_benchmark_leaves_the_others_done_and_reruns_alone(reduced):
     assert (planned["prefetch_benchmark"], planned["check_metric"], planned["evaluate"], planned["evaluate_base"]) \
         == (1, 2, 2, 1), planned
     assert "train" not in planned
+
+
+def test_after_a_lost_snakemake_every_cell_trains_once_and_as_if_never_interrupted(reduced, tmp_path):
+    """kill -9 of Snakemake alone (a dropped login session): its training goes on as an orphan. After --unlock,
+    the same command reruns that cell's job (its outputs are incomplete to Snakemake), whose training waits for
+    the orphan and takes its result, or takes the result the orphan left, instead of training again."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    command = [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "config/reduced.yaml"]
+    with (tmp_path / "lost.log").open("w") as log:
+        head = subprocess.Popen(command, cwd=reduced, env=env, start_new_session=True, stdout=log,
+                                stderr=subprocess.STDOUT)
+    checkpoints = reduced / "results" / "checkpoints"
+    deadline = time.monotonic() + 600
+    while not list(checkpoints.rglob("fingerprint.json")):  # a training has taken its cell
+        assert head.poll() is None and time.monotonic() < deadline, "the sweep ended before a training started"
+        time.sleep(0.1)
+    head.kill()
+    head.wait()
+    orphaned = [path.parent.relative_to(checkpoints) for path in checkpoints.rglob("fingerprint.json")]
+    assert len(orphaned) == 1, orphaned
+
+    run_snakemake(reduced, "--unlock", "--configfile", "config/reduced.yaml")
+    run_snakemake(reduced, "--cores", "2", "--configfile", "config/reduced.yaml")
+
+    assert planned_jobs(reduced) == {}
+    cell_log = (reduced / "results" / "logs" / "train" / f"{orphaned[0]}.log").read_text(errors="replace")
+    # the rerun's process for the orphan's cell: it either waited for the orphan or found its finished result
+    assert "handed back" in cell_log, cell_log[-3000:]
+    assert cell_log.count("starting from the base model") <= 1, "the rerun trained the orphan's cell again"
+    # every cell's result is what an uninterrupted training gives
+    reference = copy_workflow(tmp_path / "reference")
+    (reference / "config" / "reduced.yaml").write_text(yaml.safe_dump(reduced_config()))
+    logs = sorted(path.relative_to(reduced) for path in (reduced / "results" / "models").rglob("train_log.parquet"))
+    run_snakemake(reference, *map(str, logs), "--cores", "2", "--configfile", "config/reduced.yaml")
+    for path in logs:
+        pd.testing.assert_frame_equal(pd.read_parquet(reduced / path).drop(columns=["code_commit", "code_modified"]),
+                                      pd.read_parquet(reference / path).drop(columns=["code_commit", "code_modified"]),
+                                      rtol=1e-5)
