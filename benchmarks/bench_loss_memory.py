@@ -1,8 +1,9 @@
-"""Loss memory: peak memory of the weighted loss and its backward, chunked vs. naive, at LLaMA-2 and LLaMA-3 vocabularies.
+"""Loss memory: peak memory of the weighted loss and its backward, chunked vs. naive, at LLaMA-2 and LLaMA-3
+vocabularies.
 
 Chunked: this project's weighted_token_loss_sum (chunks of --chunk-sizes tokens; "auto" is the project's
-default `training.loss_chunk_size`, chunks of 2**27 logits). Naive, measured in the same run on the same inputs: the full
-logits `(hidden @ W.T).float()`, cross_entropy(reduction="none"), weighted sum. Reported: the transient memory
+default `training.loss_chunk_size`, chunks of 2**27 logits). Naive, measured in the same run on the same inputs:
+the full logits `(hidden @ W.T).float()`, cross_entropy(reduction="none"), weighted sum. Reported: the transient memory
 of forward+backward, i.e. the peak minus the inputs (hidden states, head weight, targets, weights) and their
 gradients, which every method holds.
 
@@ -30,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 from machine import describe  # noqa: E402
+
 from plw.loss import weighted_token_loss_sum  # noqa: E402
 
 
@@ -60,13 +62,15 @@ def run_variant(variant: str, args) -> dict:
         return {"seconds": 0.0, "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
     if cuda:
         torch.cuda.synchronize()
-        held = torch.cuda.memory_allocated() + states.numel() * states.element_size() + head.numel() * head.element_size()
+        held = (torch.cuda.memory_allocated() + states.numel() * states.element_size()
+                + head.numel() * head.element_size())
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     if variant == "naive":
         loss = naive_loss(states, head, input_ids, weights)
     else:
-        loss = weighted_token_loss_sum(states, head, input_ids, weights, chunk_size=None if variant.endswith(":auto") else int(variant.split(":")[1]))
+        chunk_size = None if variant.endswith(":auto") else int(variant.split(":")[1])
+        loss = weighted_token_loss_sum(states, head, input_ids, weights, chunk_size=chunk_size)
     loss.backward()
     if cuda:
         torch.cuda.synchronize()

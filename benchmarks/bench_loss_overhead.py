@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_throughput import PRESETS, build_model  # noqa: E402
 from machine import describe  # noqa: E402
+
 from plw.trainer import PromptLossWeightTrainer  # noqa: E402
 
 IGNORE_INDEX = -100

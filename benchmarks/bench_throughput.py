@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 from machine import describe  # noqa: E402
+
 from plw.attention import default_attention, packed_row_length  # noqa: E402
 from plw.models import compile_decoder_layers  # noqa: E402
 from plw.trainer import PromptLossWeightTrainer, WeightedCollator  # noqa: E402
@@ -153,7 +154,8 @@ def main() -> None:
     parser.add_argument("--loss-chunk-size", type=int, default=None, help="default: the project's (2**27 logits)")
     parser.add_argument("--steps", type=int, default=5, help="timed optimizer steps per round and side")
     parser.add_argument("--warmup", type=int, default=2, help="untimed optimizer steps at the start of each round")
-    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds (ours, baseline, baseline, ours, ...)")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="alternating rounds (ours, baseline, baseline, ours, ...)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 on CPU, for steady "
                         "timings on a shared machine; elsewhere and with 0: torch's own)")
     parser.add_argument("--peak-flops", type=float, default=None,

@@ -12,7 +12,8 @@ def describe(device: str) -> str:
     else:
         name = "cpu"
         try:
-            name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+            name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                        if line.startswith("model name"))
         except (OSError, StopIteration):
             pass
         name += f", {torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs"

@@ -18,8 +18,7 @@ parser.add_argument("--output-json", required=True)
 args = parser.parse_args()
 spec, settings, cell = json.loads(args.spec), json.loads(args.settings), json.loads(args.cell)
 
-from plw.evaluate import (check_backend, check_model_dir, evaluate, load_model, load_task,  # noqa: E402
-                          result_rows, task_manager)
+from plw.evaluate import check_backend, check_model_dir, evaluate, load_model, load_task, result_rows, task_manager  # noqa: E402
 from plw.io import write_parquet, write_text  # noqa: E402
 
 # Everything that can be wrong with the request fails here, before the model loads.

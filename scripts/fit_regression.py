@@ -4,8 +4,15 @@ import argparse
 
 import pandas as pd
 
-from plw.analysis import (ESTIMATIONS, FormulaError, check_formula, code_section, missing_cells, regression_markdown,
-                          regression_table)
+from plw.analysis import (
+    ESTIMATIONS,
+    FormulaError,
+    check_formula,
+    code_section,
+    missing_cells,
+    regression_markdown,
+    regression_table,
+)
 from plw.io import write_parquet, write_text
 
 parser = argparse.ArgumentParser(description=__doc__)

@@ -29,7 +29,8 @@ table, bad = normalize(records, columns=spec.get("columns"), source=f"dataset {a
 for reason, count in sorted(bad.items()):
     print(f"dropped {count} records: {reason}")
 if table.empty:
-    raise SystemExit(f"dataset {args.name}: {source}: no records" + (" left after dropping the bad ones" if bad else ""))
+    raise SystemExit(f"dataset {args.name}: {source}: no records"
+                     + (" left after dropping the bad ones" if bad else ""))
 write_parquet(table, args.output)
 print(f"dataset {args.name}: {len(table)} records from {source}, {empty_completions(table)} with an empty "
       "completion (trained on the EOS token alone, as Alpaca does)")

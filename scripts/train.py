@@ -3,9 +3,9 @@
 Resumes from the newest complete checkpoint in --checkpoints; writes the final model and train_log.parquet only
 when training completes, then keeps hard links to them in --checkpoints instead of the checkpoints. One process
 trains a cell at a time (plw.cell_guard): a second waits, and one for a run that finished hands its result back.
-A warning signal (SIGUSR1, SIGTERM) saves a checkpoint and stops, to be resumed by the retry. With --gpus N > 1 on a machine with CUDA, it re-launches
-itself under torchrun, one process per GPU; those shard the model with FSDP2 where training.fsdp says so, and it
-refuses to train them unsharded where FSDP does not take.
+A warning signal (SIGUSR1, SIGTERM) saves a checkpoint and stops, to be resumed by the retry. With --gpus N > 1
+on a machine with CUDA, it re-launches itself under torchrun, one process per GPU; those shard the model with
+FSDP2 where training.fsdp says so, and it refuses to train them unsharded where FSDP does not take.
 """
 
 import argparse
@@ -99,9 +99,9 @@ def main(args) -> None:
     from plw.attention import default_attention, packed_row_length
     from plw.cell_guard import keep_finished
     from plw.io import atomic_path, write_parquet
+    from plw.models import compile_decoder_layers, load_tokenizer
     from plw.preemption import SaveAndStopOnSignal
     from plw.provenance import code_version
-    from plw.models import compile_decoder_layers, load_tokenizer
     from plw.tokenize import add_missing_special_tokens, missing_bos_note, tokenize_record
     from plw.trainer import PromptLossWeightTrainer, WeightedCollator, sharding
 

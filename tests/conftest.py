@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from workflow_runner import copy_workflow
 
 REPO = Path(__file__).resolve().parents[1]

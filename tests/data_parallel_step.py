@@ -42,7 +42,8 @@ with tempfile.TemporaryDirectory() as checkpoints:
                                gradient_accumulation_steps=accumulation, max_steps=1, max_grad_norm=0,
                                learning_rate=1e-3, use_cpu=True, save_strategy="no", logging_steps=1, report_to=[],
                                remove_unused_columns=False, disable_tqdm=True),
-        data_collator=WeightedCollator(tokenizer.pad_token_id, packing=True, row_length=128), callbacks=[CaptureGradient()])
+        data_collator=WeightedCollator(tokenizer.pad_token_id, packing=True, row_length=128),
+        callbacks=[CaptureGradient()])
     assert trainer.args.world_size * per_device * accumulation == RECORDS, "one step must cover every record"
     trainer.train()
     if trainer.is_world_process_zero():

@@ -18,8 +18,19 @@ import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 
-from plw.analysis import (FormulaError, check_formula, code_section, collect_scores, critical_weight, fit_mixed, fit_summary,
-                          missing_cells, primary_scores, regression_markdown, regression_table)
+from plw.analysis import (
+    FormulaError,
+    check_formula,
+    code_section,
+    collect_scores,
+    critical_weight,
+    fit_mixed,
+    fit_summary,
+    missing_cells,
+    primary_scores,
+    regression_markdown,
+    regression_table,
+)
 from plw.evaluate import ROW_COLUMNS, ROW_TYPES
 from plw.figures import aggregate_figure, benchmark_figure
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from workflow_runner import copy_workflow, run_snakemake
 
 DEMO_CONFIG = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())
@@ -88,7 +89,8 @@ CONFIG_CASES = [
     ("learning rate infinite", with_training(learning_rate=float("inf")),
      r"config training\.learning_rate: inf is not a finite number"),
     ("unknown scheduler", with_training(lr_scheduler_type="cosin"), r"'cosin' is not one of \['linear', 'cosine'"),
-    ("global batch not a multiple of the per-device batch", with_training(global_batch_size=16, per_device_batch_size=6),
+    ("global batch not a multiple of the per-device batch",
+     with_training(global_batch_size=16, per_device_batch_size=6),
      r"training\.global_batch_size 16 is not a multiple of training\.per_device_batch_size 6"),
     ("missing task directory", demo_config(evaluation={"include_path": ["no/tasks"]}),
      r"config evaluation\.include_path\[0\]: no directory 'no/tasks'"),

@@ -7,8 +7,14 @@ import sys
 import time
 from pathlib import Path
 
-from plw.cell_guard import (FINGERPRINT, discard_other_runs, hold_cell_lock, keep_finished, restore_finished,
-                            run_fingerprint)
+from plw.cell_guard import (
+    FINGERPRINT,
+    discard_other_runs,
+    hold_cell_lock,
+    keep_finished,
+    restore_finished,
+    run_fingerprint,
+)
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 

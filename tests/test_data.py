@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+
 from plw.download import git_blob_id, verify_blob
 from plw.grid import format_plw
 from plw.records import COLUMNS, BadRecordError, empty_completions, normalize, read_records

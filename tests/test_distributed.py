@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainingArguments
 
-from training_helpers import train_command
 from train import fsdp_config, last_complete_checkpoint
+from training_helpers import train_command
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]

@@ -28,7 +28,8 @@ def test_conda_env_pins_match_requirements(env_file):
     for requirement in pip_section:
         name, _, version = requirement.partition("==")
         assert name.lower() in pins, f"{env_file.name}: {name} is not in requirements.txt"
-        assert version == pins[name.lower()], f"{env_file.name}: {name}=={version}, requirements.txt pins {pins[name.lower()]}"
+        assert version == pins[name.lower()], \
+            f"{env_file.name}: {name}=={version}, requirements.txt pins {pins[name.lower()]}"
 
 
 def test_every_rule_family_has_an_environment():

@@ -140,7 +140,8 @@ def test_unknown_task_fails_with_suggestions_before_the_model_loads(tiny_model_d
     spec = {"task": "demo_capital", "num_fewshot": 0, "metric": "acc"}
     result = run_evaluate(tiny_model_dir, "capitals", spec, CELL, tmp_path)
     assert_refused_before_the_model_loads(
-        result, "benchmark capitals: unknown lm-eval task 'demo_capital'; did you mean demo_capitals", tmp_path, "capitals")
+        result, "benchmark capitals: unknown lm-eval task 'demo_capital'; did you mean demo_capitals", tmp_path,
+        "capitals")
 
 
 @pytest.fixture

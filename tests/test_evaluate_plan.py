@@ -6,6 +6,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+
 from workflow_runner import copy_workflow, job_counts, run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
 from workflow_runner import REPO, copy_workflow, job_counts, run_snakemake
 
 pytestmark = pytest.mark.slow

@@ -3,11 +3,11 @@ normalizations, its precision under bf16, and the chunked loss against the full 
 
 import pytest
 import torch
-from training_helpers import IGNORE_INDEX, loss_of, make_trainer
 
 from plw.loss import weighted_token_loss_sum
 from plw.prompts import render_prompt
 from plw.tokenize import tokenize_record
+from training_helpers import IGNORE_INDEX, loss_of, make_trainer
 
 
 @pytest.mark.parametrize("normalization", ["global", "micro_batch"])

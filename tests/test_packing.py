@@ -3,11 +3,11 @@ kernel on CUDA, and compiled decoder layers."""
 
 import pytest
 import torch
-from training_helpers import loss_of, make_trainer
 
 from plw.loss import weighted_token_loss_sum
 from plw.tokenize import tokenize_record
 from plw.trainer import WeightedCollator
+from training_helpers import loss_of, make_trainer
 
 
 def test_packed_and_padded_batches_give_the_same_loss(model_and_tokenizer, demo_records, tmp_path):
@@ -21,7 +21,8 @@ def test_packed_and_padded_batches_give_the_same_loss(model_and_tokenizer, demo_
         for trainer in (padded, packed):
             batch = trainer.data_collator(examples)
             losses.append(loss_of(trainer, batch, trainer._get_num_items_in_batch([batch], torch.device("cpu"))))
-    assert "position_ids" in packed.data_collator(examples) and packed.data_collator(examples)["input_ids"].shape[0] == 1
+    batch = packed.data_collator(examples)
+    assert "position_ids" in batch and batch["input_ids"].shape[0] == 1
     assert torch.allclose(losses[0], losses[1], rtol=1e-5), losses
 
 
@@ -105,8 +106,9 @@ def reference_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *
 
 @pytest.mark.parametrize("keywords", [{"window_size", "enable_gqa"}, {"window_size"}], ids=["torch2.13", "torch2.11"])
 def test_varlen_attention_hands_the_kernel_each_sequence_in_tokens_first_layout(monkeypatch, keywords):
-    import plw.attention
     from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
+
+    import plw.attention
 
     monkeypatch.setattr(plw.attention, "varlen_attn", reference_varlen_attn)
     monkeypatch.setattr(plw.attention, "VARLEN_KEYWORDS", keywords)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
 from workflow_runner import REPO, copy_workflow, run_snakemake
 
 SHARED_DATA = REPO.parent / "shared" / "data"

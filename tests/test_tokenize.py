@@ -2,12 +2,12 @@
 adds them, and a prompt without the BOS token that the model's config names reported."""
 
 import torch
-from training_helpers import IGNORE_INDEX, alpaca_labels
+from transformers import AutoModelForCausalLM
 
 from plw.models import load_tokenizer
 from plw.prompts import render_prompt
 from plw.tokenize import add_missing_special_tokens, missing_bos_note, tokenize_record
-from transformers import AutoModelForCausalLM
+from training_helpers import IGNORE_INDEX, alpaca_labels
 
 RECORD = {"instruction": "Name a colour.", "input": "", "output": "Red."}
 

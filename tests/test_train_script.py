@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from training_helpers import REPO, train_command
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO / "scripts")}

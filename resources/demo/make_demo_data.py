@@ -144,7 +144,8 @@ def opposites_items(rng: random.Random) -> list[dict]:
 
 
 def translation_items() -> list[dict]:
-    """The upstream WMT datasets' schema: {"translation": {"en": ..., "fr": ...}}; object/number pairs unseen in training."""
+    """The upstream WMT datasets' schema: {"translation": {"en": ..., "fr": ...}}; object/number pairs unseen in
+    training."""
     pairs = [sentence_pair(n, OBJECTS[(n + 1) % len(OBJECTS)]) for n in range(2, 100, 3)]
     return [{"translation": {"en": english, "fr": french}} for english, french in pairs]
 

@@ -23,7 +23,8 @@ from plw.io import atomic_path
 LOCK = ".lock"
 FINISHED = "finished"
 FINGERPRINT = "fingerprint.json"
-TRAINING_CODE = [Path(__file__).resolve().parents[1] / "train.py", *sorted(Path(__file__).resolve().parent.glob("*.py"))]
+PLW_PACKAGE = Path(__file__).resolve().parent
+TRAINING_CODE = [PLW_PACKAGE.parent / "train.py", *sorted(PLW_PACKAGE.glob("*.py"))]
 TRAINING_PACKAGES = ("torch", "transformers", "accelerate", "peft")
 
 

@@ -2,8 +2,23 @@
 
 import numpy as np
 import pandas as pd
-from plotnine import (aes, element_text, facet_grid, facet_wrap, geom_hline, geom_line, geom_point, geom_rect,
-                      geom_vline, ggplot, labs, scale_shape_manual, scale_x_continuous, theme, theme_bw)
+from plotnine import (
+    aes,
+    element_text,
+    facet_grid,
+    facet_wrap,
+    geom_hline,
+    geom_line,
+    geom_point,
+    geom_rect,
+    geom_vline,
+    ggplot,
+    labs,
+    scale_shape_manual,
+    scale_x_continuous,
+    theme,
+    theme_bw,
+)
 
 from plw.analysis import CELL_KEYS, LINEAR_TERM, PERCENT_METRICS, QUADRATIC_TERM, primary_scores
 

@@ -3,7 +3,6 @@
 import torch
 from torch.autograd.function import once_differentiable
 
-
 # Tokens per chunk by default: as many as keep one chunk's fp32 logits at 2**27 values (0.5 GiB), i.e. 1046
 # tokens at LLaMA-3's 128256 and 4194 at LLaMA-2's 32000 (fewer, larger chunks: fewer, larger kernels).
 LOGITS_PER_CHUNK = 2**27

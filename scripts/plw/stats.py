@@ -40,8 +40,8 @@ def to_markdown(table: pd.DataFrame) -> str:
              "Tokens per record in the model's tokenizer, each field tokenized alone without special tokens: mean "
              "(sample standard deviation). Completion/prompt is the ratio of all completion tokens to all "
              "instruction and input tokens, and the same in characters (the paper's AlpacaData ratio, 3.27, matches "
-             "the character ratio, 3.269, not the token ratio, 3.284: docs/table1.md). Empty completions are valid records (Alpaca trains them on "
-             "the EOS token alone) and are counted in every column.\n",
+             "the character ratio, 3.269, not the token ratio, 3.284: docs/table1.md). Empty completions are valid "
+             "records (Alpaca trains them on the EOS token alone) and are counted in every column.\n",
              "| model | dataset | records | empty completions | instruction | input | completion | total tokens | "
              "completion/prompt (tokens) | completion/prompt (characters) |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]

@@ -7,8 +7,8 @@ LLaMA's tokenizer it adds BOS, has EOS and no pad token (training adds one, as A
 from pathlib import Path
 
 import torch
-from torch.nn.utils.rnn import pad_sequence
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from torch.nn.utils.rnn import pad_sequence
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from plw.prompts import render_prompt
