@@ -35,9 +35,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from machine import describe  # noqa: E402
 
-from plw.attention import default_attention, packed_row_length  # noqa: E402
-from plw.models import compile_decoder_layers  # noqa: E402
-from plw.trainer import PromptLossWeightTrainer, WeightedCollator  # noqa: E402
+from plw.attention import default_attention, packed_row_length, register_packed_sdpa  # noqa: E402
+from plw.trainer import PromptLossWeightTrainer, WeightedCollator, compile_decoder_layers  # noqa: E402
 
 IGNORE_INDEX = -100
 # tiny: config/config.yaml's tiny_llama section (the demo base model); 1b: Llama-3.2-1B's shape, LLaMA-2's vocabulary.
@@ -127,6 +126,7 @@ def build_model(preset: str, attn: str, dtype: torch.dtype, device: str, max_len
 
 
 def main() -> None:
+    register_packed_sdpa()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     parser.add_argument("--device", default="cpu")

@@ -6,8 +6,8 @@ import json
 import pandas as pd
 
 from plw.io import write_parquet, write_text
-from plw.models import load_tokenizer, token_counter
 from plw.stats import dataset_stats, to_markdown, token_counts
+from plw.tokenize import load_tokenizer, token_counter
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--items", required=True,

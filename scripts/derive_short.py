@@ -6,8 +6,8 @@ import json
 import pandas as pd
 
 from plw.io import write_parquet
-from plw.models import load_tokenizer, token_counter
 from plw.short import derive_short
+from plw.tokenize import load_tokenizer, token_counter
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--input", required=True)

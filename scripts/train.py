@@ -96,14 +96,13 @@ def main(args) -> None:
     from transformers import AutoModelForCausalLM, TrainingArguments, set_seed
     from transformers.utils import is_torch_tf32_available
 
-    from plw.attention import default_attention, packed_row_length
+    from plw.attention import default_attention, packed_row_length, register_packed_sdpa
     from plw.cell_guard import keep_finished
     from plw.io import atomic_path, write_parquet
-    from plw.models import compile_decoder_layers, load_tokenizer
     from plw.preemption import SaveAndStopOnSignal
     from plw.provenance import code_version
-    from plw.tokenize import add_missing_special_tokens, missing_bos_note, tokenize_record
-    from plw.trainer import PromptLossWeightTrainer, WeightedCollator, sharding
+    from plw.tokenize import add_missing_special_tokens, load_tokenizer, missing_bos_note, tokenize_record
+    from plw.trainer import PromptLossWeightTrainer, WeightedCollator, compile_decoder_layers, sharding
 
     settings = json.loads(args.settings)
     spec = json.loads(args.model_spec)
@@ -118,6 +117,7 @@ def main(args) -> None:
     load = dict(revision=spec.get("revision"), trust_remote_code=spec.get("trust_remote_code", False))
     tokenizer = load_tokenizer(args.base_model, model_max_length=settings["max_length"], **load)
     attention = settings["attn_implementation"] or default_attention(settings["packing"])
+    register_packed_sdpa()
     # fp32 master weights, as Alpaca's (Transformers 5 would load LLaMA checkpoints in their fp16); bf16 computes
     model = AutoModelForCausalLM.from_pretrained(args.base_model, attn_implementation=attention,
                                                  dtype=torch.float32, **load)

@@ -44,8 +44,7 @@ def model_and_tokenizer(tiny_model_dir):
     """The tiny model and its tokenizer with the special tokens that training adds (a module's own copy)."""
     from transformers import AutoModelForCausalLM
 
-    from plw.models import load_tokenizer
-    from plw.tokenize import add_missing_special_tokens
+    from plw.tokenize import add_missing_special_tokens, load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_model_dir), model_max_length=128)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)

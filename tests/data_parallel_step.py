@@ -16,8 +16,7 @@ from transformers import AutoModelForCausalLM, TrainerCallback, TrainingArgument
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from plw.models import load_tokenizer  # noqa: E402
-from plw.tokenize import add_missing_special_tokens, tokenize_record  # noqa: E402
+from plw.tokenize import add_missing_special_tokens, load_tokenizer, tokenize_record  # noqa: E402
 from plw.trainer import PromptLossWeightTrainer, WeightedCollator  # noqa: E402
 
 RECORDS = 16

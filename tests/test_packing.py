@@ -44,8 +44,9 @@ def test_packing_into_several_rows_gives_the_padded_loss(model_and_tokenizer, de
 def with_packed_sdpa(model):
     import copy
 
-    from plw.attention import PACKED_SDPA
+    from plw.attention import PACKED_SDPA, register_packed_sdpa
 
+    register_packed_sdpa()
     packed_model = copy.deepcopy(model)
     packed_model.set_attn_implementation(PACKED_SDPA)
     return packed_model
@@ -167,6 +168,9 @@ def test_packed_sdpa_on_cuda_runs_the_varlen_kernel_like_each_sequence_alone(var
 def tiny_cuda_llama(dtype: torch.dtype):
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from plw.attention import register_packed_sdpa
+
+    register_packed_sdpa()
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=3,
                          num_attention_heads=4, num_key_value_heads=2, use_cache=False)
@@ -197,7 +201,7 @@ def test_with_fp32_weights_under_bf16_autocast_packed_sdpa_runs_the_varlen_kerne
 def test_compiled_decoder_layers_train_like_eager_ones_and_compile_for_two_lengths_only():
     from torch._dynamo.utils import counters
 
-    from plw.models import compile_decoder_layers
+    from plw.trainer import compile_decoder_layers
 
     torch._dynamo.reset()
     counters.clear()

@@ -89,7 +89,7 @@ def test_table_1_reproduces_the_papers_alpaca_data_row(real_data_run):
 
 
 def test_short_swaps_every_record_whose_completion_is_longer_in_llama_tokens(real_data_run):
-    from plw.models import load_tokenizer, token_counter
+    from plw.tokenize import load_tokenizer, token_counter
 
     original = pd.read_parquet(real_data_run / "data" / "alpaca.parquet")
     short = pd.read_parquet(real_data_run / "data" / "llama" / "alpaca_short.parquet")

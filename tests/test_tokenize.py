@@ -4,9 +4,8 @@ adds them, and a prompt without the BOS token that the model's config names repo
 import torch
 from transformers import AutoModelForCausalLM
 
-from plw.models import load_tokenizer
 from plw.prompts import render_prompt
-from plw.tokenize import add_missing_special_tokens, missing_bos_note, tokenize_record
+from plw.tokenize import add_missing_special_tokens, load_tokenizer, missing_bos_note, tokenize_record
 from training_helpers import IGNORE_INDEX, alpaca_labels
 
 RECORD = {"instruction": "Name a colour.", "input": "", "output": "Red."}

@@ -1,8 +1,8 @@
 """Attention over packed rows that costs each sequence's length squared, not the row's.
 
 Transformers' sdpa reads packed sequences from the position ids and masks a packed row block-diagonally, but
-computes the whole row × row score matrix. This attention, registered as `packed_sdpa`, runs causal sdpa on
-each sequence alone (PyTorch's fused kernels, no mask). On CUDA in fp16/bf16 it instead calls the
+computes the whole row × row score matrix. This attention (`packed_sdpa`, once register_packed_sdpa() ran) runs
+causal sdpa on each sequence alone (PyTorch's fused kernels, no mask). On CUDA in fp16/bf16 it instead calls the
 flash-attention varlen kernel that PyTorch ships (`torch.nn.attention.varlen`): every sequence in one call,
 no host sync. The boundaries come from `cu_seq_lens_q` (Transformers' name; the packing collator passes it,
 with `max_length_q`), else from position ids that cover the batch, else each row is one sequence. With a KV
@@ -103,6 +103,8 @@ def varlen_causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch
     return output.reshape(batch, length, heads, value.shape[-1])
 
 
-AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
-# No 4D mask: packed batches carry no attention mask, and this attention needs none.
-ALL_MASK_ATTENTION_FUNCTIONS.register(PACKED_SDPA, flash_attention_mask)
+def register_packed_sdpa() -> None:
+    """Make `packed_sdpa` an attn_implementation of Transformers (for from_pretrained and set_attn_implementation),
+    with no 4D mask: packed batches carry no attention mask, and this attention needs none."""
+    AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(PACKED_SDPA, flash_attention_mask)

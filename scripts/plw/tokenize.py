@@ -1,8 +1,23 @@
-"""Stanford Alpaca's preprocessing, with a loss weight per token: prompt `plw`, completion (EOS included) 1."""
+"""Tokenizers: loaded from a Hub id or a local directory with the config's safety options, token counts, and
+Stanford Alpaca's preprocessing with a loss weight per token: prompt `plw`, completion (EOS included) 1."""
 
 import torch
 
 from plw.prompts import render_prompt
+
+
+def load_tokenizer(source: str, *, revision: str | None = None, trust_remote_code: bool = False, **kwargs):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code, **kwargs)
+
+
+def token_counter(tokenizer):
+    """texts -> token counts, without special tokens."""
+    def count(texts: list[str]) -> list[int]:
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    return count
+
 
 # Stanford Alpaca's defaults for the special tokens a tokenizer lacks
 DEFAULT_SPECIAL_TOKENS = {"pad_token": "[PAD]", "eos_token": "</s>", "bos_token": "<s>", "unk_token": "<unk>"}

@@ -16,7 +16,19 @@ from transformers import Trainer
 from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
 
 from plw.loss import weighted_token_loss_sum
-from plw.models import base_model
+
+
+def unwrap_peft(model):
+    """The Transformers model itself, also inside a peft (LoRA) wrapper."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def compile_decoder_layers(model) -> None:
+    """torch.compile each decoder layer in place (regional compilation): the layers share one compiled graph, which
+    fuses a layer's elementwise work (norms, rotary embedding, SwiGLU) into few kernels, and the state dict keeps
+    its keys. The first two micro-batch lengths compile it (static, then dynamic); later ones reuse it."""
+    for layer in unwrap_peft(model).get_decoder().layers:
+        layer.compile()
 
 
 class WeightedCollator:
@@ -115,7 +127,7 @@ class PromptLossWeightTrainer(Trainer):
         self._since_log = {"tokens": 0, "weight_sum": 0.0}
         # The chunked loss needs the final hidden states; capture them from the decoder's final norm so the
         # model itself only projects one position onto the vocabulary.
-        base = base_model(self.model)
+        base = unwrap_peft(self.model)
         self._lm_head = base.get_output_embeddings()
         self._captured = {}
         base.get_decoder().norm.register_forward_hook(

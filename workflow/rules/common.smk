@@ -85,10 +85,6 @@ def prefetched_benchmark(wildcards):
     return f"{PREFETCH}/benchmarks/{wildcards.benchmark}.json"
 
 
-def checked_metrics():
-    return [f"{PREFETCH}/metrics/{benchmark}.json" for benchmark in BENCHMARKS]
-
-
 # ---- datasets: data and training ---------------------------------------------------------------------
 
 
