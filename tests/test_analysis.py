@@ -384,6 +384,7 @@ def test_check_formula_accepts_other_terms_of_known_columns_and_refuses_columns_
         check_formula("score ~ wp + I(wp**2) + C(model)", columns=["score", "wp", "benchmark"])
 
 
+@pytest.mark.slow
 def test_check_formula_imports_no_statsmodels_for_the_workflow_parse():
     code = ("import sys; from plw.analysis import check_formula; check_formula('score ~ wp + I(wp**2)'); "
             "heavy = {'statsmodels', 'scipy', 'plotnine'} & {name.split('.')[0] for name in sys.modules}; "
@@ -391,6 +392,7 @@ def test_check_formula_imports_no_statsmodels_for_the_workflow_parse():
     subprocess.run([sys.executable, "-c", code], cwd=REPO / "scripts", check=True)
 
 
+@pytest.mark.slow
 def test_fit_regression_refuses_a_bad_formula_before_writing_and_keeps_the_previous_table(tmp_path):
     scores = synthetic_scores(n_benchmarks=3)
     scores.to_parquet(tmp_path / "scores.parquet")

@@ -14,6 +14,8 @@ import yaml
 
 from workflow_runner import copy_workflow, run_snakemake
 
+pytestmark = pytest.mark.slow  # every test runs Snakemake or a script in a subprocess
+
 DEMO_CONFIG = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())
 
 

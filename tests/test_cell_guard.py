@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from plw.cell_guard import (
     FINGERPRINT,
     discard_other_runs,
@@ -28,6 +30,7 @@ def fake_outputs(root: Path) -> tuple[Path, Path]:
     return model, log
 
 
+@pytest.mark.slow
 def test_a_second_process_waits_for_the_cell_lock_and_names_its_holder(tmp_path, capsys):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from plw.cell_guard import hold_cell_lock; "

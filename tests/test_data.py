@@ -112,6 +112,7 @@ def test_short_swaps_only_no_input_records_when_no_record_with_input_is_longer()
 
 @pytest.mark.parametrize("content", [b"", b"hello\n", b'[{"instruction": "x", "output": "y"}]', bytes(range(256))],
                          ids=["empty", "text", "json", "binary"])
+@pytest.mark.slow
 def test_git_blob_id_matches_git_hash_object(content):
     git = shutil.which("git")
     if git is None:

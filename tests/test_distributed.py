@@ -145,6 +145,7 @@ def test_fsdp_that_accelerate_does_not_take_is_refused_not_run_as_ddp(tmp_path, 
     assert "starting from the base model" not in result.stdout and not (tmp_path / "refused" / "model").exists()
 
 
+@pytest.mark.slow
 def test_two_data_parallel_ranks_give_one_process_gradient_and_log(tiny_model_dir, tmp_path):
     """A real 2-rank run (torchrun, gloo, DDP through the Trainer): 2 ranks × 2 accumulated micro-batches of 4
     records against 1 process × 4 micro-batches of 4; the same 16 records in one optimizer step."""

@@ -13,6 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow  # every test runs Snakemake or a script in a subprocess
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 SETTINGS = {"include_path": ["resources/lm_eval_tasks"], "backend": "hf", "batch_size": 16, "log_samples": False,

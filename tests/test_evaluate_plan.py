@@ -9,6 +9,8 @@ import pytest
 
 from workflow_runner import copy_workflow, job_counts, run_snakemake
 
+pytestmark = pytest.mark.slow  # every test runs Snakemake or a script in a subprocess
+
 REPO = Path(__file__).resolve().parents[1]
 
 # The paper's Table 2: benchmark -> (lm-eval task, shots, primary metric, split that is scored).
