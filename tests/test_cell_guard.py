@@ -2,6 +2,7 @@
 its fingerprint instead of trained again."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -90,3 +91,27 @@ def test_the_fingerprint_follows_arguments_and_data(tmp_path):
     assert run_fingerprint({"plw": 0.2}, str(data)) != first
     data.write_bytes(b"ab")
     assert run_fingerprint({"plw": 0.1}, str(data)) != first
+
+
+def test_after_a_lost_head_on_slurm_only_this_workflows_trainings_are_waited_for(tmp_path, monkeypatch, capsys):
+    from plw import slurm_orphans
+
+    other = tmp_path / "other"
+    listing = "\n".join([f"101|RUNNING|{tmp_path}|rule_train_wildcards_m_d_0.1_42",
+                         f"102|PENDING|{tmp_path}|rule_train_wildcards_m_d_1_42",
+                         f"103|RUNNING|{tmp_path}|rule_evaluate_wildcards_m_d_0.1_42_capitals",
+                         f"104|RUNNING|{other}|rule_train_wildcards_m_d_0.1_42"])
+    squeue = tmp_path / "bin" / "squeue"
+    squeue.parent.mkdir()
+    state = tmp_path / "polls"
+    # the first two polls list the jobs, then they are gone
+    squeue.write_text(f"#!/bin/sh\necho x >> {state}\n[ $(wc -l < {state}) -le 2 ] && printf '%s\\n' '{listing}'\n"
+                      "exit 0\n")
+    squeue.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{squeue.parent}:{os.environ['PATH']}")
+
+    assert slurm_orphans.orphaned_trainings(str(tmp_path)) == ["101 (running)", "102 (pending)"]
+    slurm_orphans.wait_for_orphaned_trainings(str(tmp_path), poll_seconds=0.01)
+
+    assert len(state.read_text().splitlines()) == 3  # waited until squeue listed none
+    assert "101 (running), 102 (pending). Waiting for them" in capsys.readouterr().out

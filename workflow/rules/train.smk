@@ -28,3 +28,11 @@ rule train:
         " --model-spec {params.model_spec:q} --plw {wildcards.plw} --seed {wildcards.seed}"
         " --settings {params.settings:q} --gpus {params.gpus} --checkpoints {params.checkpoints:q}"
         " --output-model {output.model:q} --output-log {output.log:q} > {log:q} 2>&1"
+
+
+onstart:
+    # only where the jobs go to Slurm, and before any is submitted: the trainings found belong to an earlier head
+    if getattr(workflow.executor_plugin, "name", None) == "slurm":
+        from plw.slurm_orphans import wait_for_orphaned_trainings
+
+        wait_for_orphaned_trainings(os.getcwd())
