@@ -25,6 +25,9 @@ def parse_args(argv=None):
     parser.add_argument("--settings", required=True, help="the config's training section, as JSON")
     parser.add_argument("--gpus", type=int, default=0, help="GPUs of the job (the rule's gpu resource)")
     parser.add_argument("--checkpoints", required=True)
+    parser.add_argument("--tracking", help="directory of the trackers in training.report_to (default: beside "
+                                           "--checkpoints)")
+    parser.add_argument("--run-name", help="the trackers' name of the run (default: the output directory)")
     parser.add_argument("--output-model", required=True)
     parser.add_argument("--output-log", required=True)
     args = parser.parse_args(argv)
@@ -71,7 +74,7 @@ def run_fingerprint_of(args) -> str:
     """The fingerprint of this run: not of where it writes, nor of the GPUs it gets (a retry may get others)."""
     from plw.cell_guard import run_fingerprint
 
-    where = ("checkpoints", "output_model", "output_log", "gpus")
+    where = ("checkpoints", "tracking", "run_name", "output_model", "output_log", "gpus")
     return run_fingerprint({key: value for key, value in vars(args).items() if key not in where}, args.data)
 
 
@@ -93,7 +96,7 @@ def take_cell(args) -> bool:
 def main(args) -> None:
     import pandas as pd
     import torch
-    from transformers import AutoModelForCausalLM, TrainingArguments, set_seed
+    from transformers import AutoConfig, AutoModelForCausalLM, TrainingArguments, set_seed
     from transformers.utils import is_torch_tf32_available
 
     from plw.attention import default_attention, packed_row_length, register_packed_sdpa
@@ -118,6 +121,9 @@ def main(args) -> None:
     tokenizer = load_tokenizer(args.base_model, model_max_length=settings["max_length"], **load)
     attention = settings["attn_implementation"] or default_attention(settings["packing"])
     register_packed_sdpa()
+    # saved in training.save_dtype, else in the base model's own dtype (the one its evaluation uses)
+    save_dtype = (getattr(torch, settings["save_dtype"]) if settings["save_dtype"]
+                  else AutoConfig.from_pretrained(args.base_model, **load).dtype or torch.float32)
     # fp32 master weights, as Alpaca's (Transformers 5 would load LLaMA checkpoints in their fp16); bf16 computes
     model = AutoModelForCausalLM.from_pretrained(args.base_model, attn_implementation=attention,
                                                  dtype=torch.float32, **load)
@@ -171,10 +177,17 @@ def main(args) -> None:
         seed=args.seed,
         data_seed=args.seed,
         remove_unused_columns=False,
-        report_to=[],
+        report_to=settings["report_to"],
+        run_name=args.run_name or str(Path(args.output_model).parent),
         disable_tqdm=True,
         average_tokens_across_devices=True,
     )
+    if settings["report_to"]:  # offline: compute nodes often have no internet; synced later where wanted
+        tracking = args.tracking or f"{args.checkpoints.rstrip('/')}.tracking"
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", tracking)
+        os.environ.setdefault("WANDB_DIR", tracking)
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ.setdefault("MLFLOW_TRACKING_URI", Path(tracking, "mlruns").resolve().as_uri())
     trainer = PromptLossWeightTrainer(
         model=model, args=training_args, train_dataset=train_dataset,
         data_collator=WeightedCollator(tokenizer.pad_token_id, packing=settings["packing"],
@@ -213,9 +226,11 @@ def main(args) -> None:
         final = trainer.accelerator.unwrap_model(trainer.model)
         with atomic_path(args.output_model) as tmp:
             if settings["lora"]["enabled"]:
-                final.merge_and_unload().save_pretrained(tmp)
+                final.merge_and_unload().to(save_dtype).save_pretrained(tmp)
             else:
-                final.save_pretrained(tmp, state_dict=state_dict)
+                final.config.dtype = save_dtype
+                final.save_pretrained(tmp, state_dict={name: tensor.to(save_dtype) if tensor.is_floating_point()
+                                                       else tensor for name, tensor in state_dict.items()})
             tokenizer.save_pretrained(tmp)
         write_parquet(log, args.output_log)
         keep_finished(args.checkpoints, run_fingerprint_of(args), args.output_model, args.output_log)

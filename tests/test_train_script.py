@@ -131,3 +131,21 @@ def test_a_finished_run_is_handed_back_and_other_settings_train_afresh(
                                capture_output=True, text=True, check=True)
     assert "starting from the base model" in retrained.stdout
     assert pd.read_parquet(tmp_path / "run" / "train_log.parquet")["step"].tolist() == [1, 2, 3, 4]
+
+
+def test_tracking_writes_a_tensorboard_log_and_the_model_is_saved_in_the_asked_precision(
+        tmp_path, tiny_model_dir, demo_parquet, training_settings):
+    from safetensors import safe_open
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    settings = {**training_settings, "max_steps": 4, "report_to": ["tensorboard"], "save_dtype": "bfloat16"}
+    command = [*train_command(tmp_path, demo_parquet, tiny_model_dir, "tracked", settings),
+               "--tracking", str(tmp_path / "tracking"), "--run-name", "tiny-llama/demo/plw-0.1/seed-42"]
+    subprocess.run(command, check=True, env=ENV, capture_output=True)
+
+    events = EventAccumulator(str(tmp_path / "tracking")).Reload()
+    losses = [event.value for event in events.Scalars("train/loss")]
+    log = pd.read_parquet(tmp_path / "tracked" / "train_log.parquet")
+    assert losses == pytest.approx(log["loss"].tolist(), rel=1e-6)
+    with safe_open(tmp_path / "tracked" / "model" / "model.safetensors", "pt") as weights:
+        assert {str(weights.get_tensor(name).dtype) for name in weights.keys()} == {"torch.bfloat16"}

@@ -15,6 +15,7 @@ rule train:
         # Checkpoints are no declared output: Snakemake would delete them when a job fails, and a rerun
         # must resume from them.
         checkpoints=f"{RESULTS}/checkpoints/{CELL}",
+        tracking=f"{RESULTS}/tracking/{CELL}",
         base=lambda wildcards: base_model(wildcards.model),
         model_spec=lambda wildcards: as_json(config["models"][wildcards.model]),
         settings=as_json(config["training"]),
@@ -27,6 +28,7 @@ rule train:
         "{params.offline} python scripts/train.py --data {input.data:q} --base-model {params.base:q}"
         " --model-spec {params.model_spec:q} --plw {wildcards.plw} --seed {wildcards.seed}"
         " --settings {params.settings:q} --gpus {params.gpus} --checkpoints {params.checkpoints:q}"
+        " --tracking {params.tracking:q} --run-name {wildcards.model}/{wildcards.dataset}/plw-{wildcards.plw}/seed-{wildcards.seed}"
         " --output-model {output.model:q} --output-log {output.log:q} > {log:q} 2>&1"
 
 
