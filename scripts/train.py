@@ -222,7 +222,8 @@ def main(args) -> None:
     state_dict = trainer.accelerator.get_state_dict(trainer.model)
     if trainer.is_world_process_zero():
         log = pd.DataFrame([entry for entry in trainer.state.log_history if "loss" in entry])
-        log = log[["step", "loss", "learning_rate", "grad_norm", "tokens", "weight_sum"]].assign(**code_version())
+        log = log[["step", "loss", "learning_rate", "grad_norm", "tokens", "weight_sum"]].assign(
+            gpus=world_size if torch.cuda.is_available() else 0, **code_version())
         final = trainer.accelerator.unwrap_model(trainer.model)
         with atomic_path(args.output_model) as tmp:
             if settings["lora"]["enabled"]:

@@ -47,7 +47,7 @@ LME4 = json.loads((REFERENCE / "lme4_reference.json").read_text())["datasets"]
 def result_frame(cell: dict, benchmark: str, values: dict[str, float]) -> pd.DataFrame:
     """One evaluation's tidy rows, with the columns and types that plw.evaluate.result_rows writes."""
     rows = [{**cell, "benchmark": benchmark, "task": f"demo_{benchmark}", "metric": metric, "value": value,
-             "stderr": None, "num_fewshot": 0, "n_samples": 100, "lm_eval_version": "test"}
+             "stderr": None, "num_fewshot": 0, "n_samples": 100, "lm_eval_version": "test", "gpus": 0}
             for metric, value in values.items()]
     return pd.DataFrame(rows, columns=ROW_COLUMNS).astype(ROW_TYPES)
 
@@ -526,3 +526,24 @@ def test_the_table_says_when_evaluations_come_from_different_code():
     section = code_section(scores)
     assert "**The evaluations come from different code**" in section
     assert "- aaaaaaaaaaaa: 17 evaluations" in section and "- bbbbbbbbbbbb (modified): 2 evaluations" in section
+
+
+# --- the cost table ----------------------------------------------------------------------------------------
+
+
+def test_cost_rows_take_snakemakes_benchmark_file_and_count_gpu_hours(tmp_path):
+    from plw.cost import cost_markdown, job_cost
+
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+                   "1800.5\t0:30:00\t2048.0\t4096.0\t1.0\t1.0\t0.0\t0.0\t95.0\t3600.0\n")
+    train = job_cost(str(tsv), 4, stage="train", model="m", dataset="d", plw=0.1, seed=42)
+    evaluation = job_cost(str(tsv), 1, stage="evaluate", model="m", dataset="d", plw=0.1, seed=42, benchmark="b")
+    assert train == {"stage": "train", "model": "m", "dataset": "d", "plw": 0.1, "seed": 42, "benchmark": None,
+                     "wall_s": 1800.5, "cpu_s": 3600.0, "max_rss_mb": 2048.0, "gpus": 4,
+                     "gpu_hours": pytest.approx(4 * 1800.5 / 3600)}
+    markdown = cost_markdown(pd.DataFrame([train, evaluation]))
+    # per stage, the whole sweep, and the cell's training with its evaluation: 5 GPU-hours in 1 h of wall time
+    assert "| train | 1 | 0.500 | 1.000 | 2.001 | 2.00 |" in markdown
+    assert "| all | 2 | 1.000 | 2.000 | 2.501 | 2.00 |" in markdown
+    assert "| m | d | 0.1 | 42 | 1.000 | 2.000 | 2.501 | 2.00 |" in markdown

@@ -109,6 +109,15 @@ def test_interrupted_sweep_resumes_with_only_the_missing_jobs(reduced):
     assert steps and int(steps[-1][1]) == sum(remaining.values())
     assert planned_jobs(reduced) == {}
     assert_no_partial_outputs(reduced)
+    # the cost table lists every training and evaluation job, measured
+    config = reduced_config()
+    costs = pd.read_parquet(reduced / "results" / "tables" / "cost.parquet")
+    trainings, benchmarks = len(config["plw"]), len(config["benchmarks"])
+    assert costs["stage"].value_counts().to_dict() == {"evaluate": trainings * benchmarks, "train": trainings,
+                                                       "evaluate_base": benchmarks}
+    assert (costs["wall_s"] > 0).all() and (costs["max_rss_mb"] > 0).all()
+    assert (costs["gpus"] == 0).all() and (costs["gpu_hours"] == 0).all()  # this machine has no GPU
+    assert "| all | " in (reduced / "results" / "tables" / "cost.md").read_text()
 
 
 def test_failed_benchmark_leaves_the_others_done_and_reruns_alone(reduced):

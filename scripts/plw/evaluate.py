@@ -13,11 +13,11 @@ from pathlib import Path
 import pandas as pd
 
 ROW_COLUMNS = ["model", "dataset", "plw", "seed", "benchmark", "task", "metric", "value", "stderr",
-               "num_fewshot", "n_samples", "lm_eval_version", "code_commit", "code_modified"]
+               "num_fewshot", "n_samples", "lm_eval_version", "gpus", "code_commit", "code_modified"]
 ROW_TYPES = {"model": "string", "dataset": "string", "plw": "float64", "seed": "Int64", "benchmark": "string",
              "task": "string", "metric": "string", "value": "float64", "stderr": "float64",
-             "num_fewshot": "int64", "n_samples": "int64", "lm_eval_version": "string", "code_commit": "string",
-             "code_modified": "boolean"}
+             "num_fewshot": "int64", "n_samples": "int64", "lm_eval_version": "string", "gpus": "int64",
+             "code_commit": "string", "code_modified": "boolean"}
 
 
 class UnknownTaskError(ValueError):
@@ -120,13 +120,14 @@ def evaluate(model, task_object, *, num_fewshot: int, manager, limit: int | None
 
 
 def result_rows(results: dict, task: str, cell: dict, benchmark: str) -> pd.DataFrame:
-    """One row per metric that lm-eval reports for the task, with its standard error where it has one, and the
-    code that made it (plw.provenance).
+    """One row per metric that lm-eval reports for the task, with its standard error where it has one, the GPUs
+    that scored it (for the cost table) and the code that made it (plw.provenance).
 
     Scores sit at results["results"][task]["<metric>,<filter>"]; a metric under a filter other than
     "none" is named "<metric>_<filter>".
     """
     import lm_eval
+    import torch
 
     from plw.provenance import code_version
 
@@ -144,6 +145,6 @@ def result_rows(results: dict, task: str, cell: dict, benchmark: str) -> pd.Data
             "stderr": float(stderr) if isinstance(stderr, int | float) and not math.isnan(stderr) else None,
             "num_fewshot": int(results["n-shot"].get(task, 0) or 0),
             "n_samples": int(results["n-samples"][task]["effective"]),
-            "lm_eval_version": lm_eval.__version__, **code,
+            "lm_eval_version": lm_eval.__version__, "gpus": int(torch.cuda.is_available()), **code,
         })
     return pd.DataFrame(rows, columns=ROW_COLUMNS).astype(ROW_TYPES)

@@ -4,6 +4,7 @@ localrules:
     collect_scores,
     fit_regression,
     make_figures,
+    cost_table,
 
 
 # The analysis maximizes each benchmark's primary metric only once check_metric has accepted it.
@@ -29,6 +30,18 @@ MAKE_FIGURES = ["python", "scripts/make_figures.py", "--scores", SCORES, "--regr
                 "--wp-power", str(config["analysis"]["wp_power"]),
                 "--aggregate", *[path for path in FIGURES if "aggregate" in path],
                 "--benchmarks", *[path for path in FIGURES if "benchmarks" in path]]
+
+# Every training and evaluation job: its benchmark file, and the result that records the GPUs it used.
+COSTED_JOBS = [{"stage": "train", **cell, "plw": float(cell["plw"]), "seed": int(cell["seed"]),
+                "benchmark_tsv": f"{COSTS}/train/{CELL}.tsv".format(**cell),
+                "result": f"{RESULTS}/models/{CELL}/train_log.parquet".format(**cell)} for cell in cells()]
+COSTED_JOBS += [{"stage": "evaluate", **cell, "plw": float(cell["plw"]), "seed": int(cell["seed"]),
+                 "benchmark": benchmark, "benchmark_tsv": f"{COSTS}/evaluate/{CELL}/{benchmark}.tsv".format(**cell),
+                 "result": eval_result(benchmark, **cell)} for cell in cells() for benchmark in BENCHMARKS]
+if config["evaluation"]["evaluate_base_models"]:
+    COSTED_JOBS += [{"stage": "evaluate_base", "model": model, "benchmark": benchmark,
+                     "benchmark_tsv": f"{COSTS}/evaluate_base/{model}/{benchmark}.tsv",
+                     "result": base_eval_result(model, benchmark)} for model in MODELS for benchmark in BENCHMARKS]
 
 
 rule collect_scores:
@@ -80,6 +93,23 @@ rule make_figures:
         "../../envs/analysis.yaml"
     shell:
         "{params.command} > {log:q} 2>&1"
+
+
+rule cost_table:
+    input:
+        [path for job in COSTED_JOBS for path in (job["benchmark_tsv"], job["result"])],
+    output:
+        parquet=COST["parquet"],
+        markdown=report(COST["markdown"], caption="../report/cost.rst", category="Tables"),
+    log:
+        f"{LOGS}/cost_table/cost_table.log",
+    params:
+        jobs=as_json(COSTED_JOBS),
+    conda:
+        "../../envs/analysis.yaml"
+    shell:
+        "python scripts/cost_table.py --jobs {params.jobs:q} --parquet {output.parquet:q}"
+        " --markdown {output.markdown:q} > {log:q} 2>&1"
 
 
 onsuccess:

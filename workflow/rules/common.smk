@@ -29,6 +29,7 @@ CELL = "{model}/{dataset}/plw-{plw}/seed-{seed}"
 # marker per Hub model and per benchmark (plain inputs: with ancient() ones, Snakemake 9 skips the jobs below
 # a rerun prefetch job, even those whose outputs are missing).
 PREFETCH = f"{RESULTS}/prefetch"
+COSTS = f"{RESULTS}/benchmarks"  # Snakemake's benchmark: file of every training and evaluation job
 OFFLINE = "HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1"
 
 MODELS = list(config["models"])
@@ -134,8 +135,9 @@ SCORES = f"{RESULTS}/scores.parquet"
 REGRESSION = {"parquet": f"{RESULTS}/tables/regression.parquet", "markdown": f"{RESULTS}/tables/regression.md"}
 FIGURES = [f"{RESULTS}/figures/{name}.{ext}" for name in ("aggregate_vs_wp", "benchmarks_vs_wp")
            for ext in ("png", "pdf")]
+COST = {"parquet": f"{RESULTS}/tables/cost.parquet", "markdown": f"{RESULTS}/tables/cost.md"}
 
 
 def final_targets():
     """The tables, figures and scores, and every evaluation result: one deleted by hand is made again."""
-    return [*all_eval_results(), DATASET_STATS, SCORES, REGRESSION["markdown"], *FIGURES]
+    return [*all_eval_results(), DATASET_STATS, SCORES, REGRESSION["markdown"], *FIGURES, COST["markdown"]]

@@ -26,6 +26,8 @@ rule evaluate:
         results=f"{RESULTS}/eval/{CELL}/{{benchmark}}.json",
     log:
         f"{LOGS}/evaluate/{CELL}/{{benchmark}}.log",
+    benchmark:
+        f"{COSTS}/evaluate/{CELL}/{{benchmark}}.tsv"
     params:
         model_path=lambda wildcards, input: input.model,
         local="--local-model",
@@ -51,6 +53,8 @@ rule evaluate_base:
         results=f"{RESULTS}/eval/{{model}}/base/{{benchmark}}.json",
     log:
         f"{LOGS}/evaluate_base/{{model}}/{{benchmark}}.log",
+    benchmark:
+        f"{COSTS}/evaluate_base/{{model}}/{{benchmark}}.tsv"
     params:
         model_path=lambda wildcards: base_model(wildcards.model),
         local=lambda wildcards: "--local-model" if base_model_files(wildcards.model) else "",

@@ -11,6 +11,8 @@ rule train:
         log=f"{RESULTS}/models/{CELL}/train_log.parquet",
     log:
         f"{LOGS}/train/{CELL}.log",
+    benchmark:
+        f"{COSTS}/train/{CELL}.tsv"
     params:
         # Checkpoints are no declared output: Snakemake would delete them when a job fails, and a rerun
         # must resume from them.
