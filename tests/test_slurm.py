@@ -3,9 +3,10 @@
 - The CPU variant (`--workflow-profile profiles/cpu`) runs the reduced demo on a node of this machine's real size
   (its CPUs, its memory) through sbatch, and its results have the same files as a local run.
 - The GPU command (`snakemake --profile slurm`, the workflow profile profiles/default) is planned for the paper's
-  grid (the requests each job gets, and how PLW_GPUS and PLW_MODEL_B scale them), and runs one training and one
-  evaluation of the demo on a second Slurm whose node declares 8 GPUs, 64 CPUs and 1 TB (nothing runs on a GPU:
-  the jobs find no CUDA). Slurm checks and allocates the requests: --gpus, --cpus-per-gpu, --mem, --time.
+  grid (the requests each job gets, and how PLW_GPUS and PLW_MODEL_B scale them), and runs a training and the
+  base model's evaluation of the demo on a second Slurm whose node declares 8 GPUs, 64 CPUs and 1 TB (nothing
+  runs on a GPU: the jobs find no CUDA). Slurm checks and allocates the requests: --gpus, --cpus-per-gpu, --mem,
+  --time.
 - Two Slurms side by side: the second one starts on other ports under its own PREFIX, stops, and the first one
   still runs jobs, whose inner srun finds their own Slurm without SLURM_CONF (the jobstep plugin deletes it).
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from workflow_runner import REPO, copy_workflow, run_snakemake
 
 pytestmark = pytest.mark.slow
@@ -190,14 +192,15 @@ def test_gpu_command_on_a_second_slurm_beside_the_first(tmp_path, slurm):
         assert len(set(ports)) == 4, ports
         assert sbatch_and_wait(slurm, "first-while-both").strip() == "step-ran"
 
-        # One training and its evaluation, with the GPU command's requests.
-        target = "results/eval/tiny-llama/demo/plw-0/seed-42/capitals.parquet"
-        result = run_snakemake(workdir, *args(GPU_COMMAND), target, "--configfile", "config/reduced.yaml",
+        # A training and the base model's evaluation (side by side), with the GPU command's requests.
+        targets = ["results/models/tiny-llama/demo/plw-0/seed-42/model",
+                   "results/eval/tiny-llama/base/capitals.parquet"]
+        result = run_snakemake(workdir, *args(GPU_COMMAND), *targets, "--configfile", "config/reduced.yaml",
                                *FAST_POLLING, env={**gpu_slurm["env"], "PLW_GPUS": "", "PLW_MODEL_B": ""},
                                timeout=900)
         log = result.stdout + result.stderr
         jobs = submitted_jobs(log)
-        assert sorted(jobs.values()) == ["evaluate", "train"], log[-5000:]
+        assert sorted(jobs.values()) == ["evaluate_base", "train"], log[-5000:]
         for job_id, rule in jobs.items():
             details = job_details(gpu_slurm, job_id)
             expected = GPU_TRAIN if rule == "train" else GPU_EVALUATE
@@ -207,7 +210,7 @@ def test_gpu_command_on_a_second_slurm_beside_the_first(tmp_path, slurm):
             assert f"mem={expected['mem_mb']}M" in details or f"mem={expected['mem_mb'] / 1024:g}G" in details, details
             hours, minutes = divmod(expected["runtime"], 60)
             assert f"TimeLimit={'1-00' if hours == 24 else f'{hours:02d}'}:{minutes:02d}:00" in details, details
-        assert (workdir / target).is_file()
+        assert all((workdir / target).exists() for target in targets)
     finally:
         stopped = local_slurm("stop", second, timeout=120)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr

@@ -94,7 +94,7 @@ AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket=$MUNGE_SOCK
 SlurmctldPort=$CTLD_PORT
-SlurmdPort=$SLURMD_PORT
+SlurmdPort=$D_PORT
 StateSaveLocation=$PREFIX/spool/ctld
 SlurmdSpoolDir=$PREFIX/spool/d
 SlurmctldPidFile=$PREFIX/run/slurmctld.pid
@@ -135,7 +135,6 @@ GresTypes=gpu
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$NCPU RealMemory=$MEM_MB $([ "$GPUS" -gt 0 ] && echo "Gres=gpu:$GPUS") State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
-  # gres.conf: read from the directory of SLURM_CONF
   # gres.conf, read from the directory of SLURM_CONF: fake GPUs, one empty file each under $PREFIX/dev
   : > "$PREFIX/etc/gres.conf"
   if [ "$GPUS" -gt 0 ]; then
@@ -219,20 +218,19 @@ start_daemons() {
   start_munged
   for attempt in 1 2 3; do
     CTLD_PORT=${SLURMCTLD_PORT:-$(free_port)}
-    SLURMD_PORT=${SLURMD_PORT:-$(free_port "$CTLD_PORT")}
+    D_PORT=${SLURMD_PORT:-$(free_port "$CTLD_PORT")}
     write_config
     start_slurm && status=0 || status=$?
     [ $status = 0 ] && break
     # a port taken between the choice and the bind: stop and choose again (unless the ports were given)
     if [ $status = 2 ] && [ -z "${SLURMCTLD_PORT:-}${SLURMD_PORT:-}" ] && [ $attempt -lt 3 ]; then
-      echo "port $CTLD_PORT or $SLURMD_PORT was taken; trying others"
+      echo "port $CTLD_PORT or $D_PORT was taken; trying others"
       stop_slurm
-      unset CTLD_PORT SLURMD_PORT
       continue
     fi
-    fail "Slurm under $PREFIX did not come up (ports $CTLD_PORT, $SLURMD_PORT)"
+    fail "Slurm under $PREFIX did not come up (ports $CTLD_PORT, $D_PORT)"
   done
-  echo "slurmctld on port $CTLD_PORT, slurmd on port $SLURMD_PORT"
+  echo "slurmctld on port $CTLD_PORT, slurmd on port $D_PORT"
   sinfo
 }
 
