@@ -3,9 +3,10 @@
 Resumes from the newest complete checkpoint in --checkpoints; writes the final model and train_log.parquet only
 when training completes, then keeps hard links to them in --checkpoints instead of the checkpoints. One process
 trains a cell at a time (plw.cell_guard): a second waits, and one for a run that finished hands its result back.
-A warning signal (SIGUSR1, SIGTERM) saves a checkpoint and stops, to be resumed by the retry. With --gpus N > 1
-on a machine with CUDA, it re-launches itself under torchrun, one process per GPU; those shard the model with
-FSDP2 where training.fsdp says so, and it refuses to train them unsharded where FSDP does not take.
+SIGTERM or SIGUSR1, or the job's Slurm time limit coming near, saves a checkpoint and stops, to be resumed by the
+retry. With --gpus N > 1 on a machine with CUDA, it re-launches itself under torchrun, one process per GPU; those
+shard the model with FSDP2 where training.fsdp says so, and it refuses to train them unsharded where FSDP does not
+take.
 """
 
 import argparse
@@ -102,7 +103,7 @@ def main(args) -> None:
     from plw.attention import default_attention, packed_row_length, register_packed_sdpa
     from plw.cell_guard import keep_finished
     from plw.io import atomic_path, write_parquet
-    from plw.preemption import SaveAndStopOnSignal
+    from plw.preemption import SaveAndStop, slurm_job_end
     from plw.provenance import code_version
     from plw.tokenize import add_missing_special_tokens, load_tokenizer, missing_bos_note, tokenize_record
     from plw.trainer import PromptLossWeightTrainer, WeightedCollator, compile_decoder_layers, sharding
@@ -193,8 +194,8 @@ def main(args) -> None:
         data_collator=WeightedCollator(tokenizer.pad_token_id, packing=settings["packing"],
                                       row_length=packed_row_length(attention, settings["max_length"])),
         loss_normalization=settings["loss_normalization"], loss_chunk_size=settings["loss_chunk_size"])
-    stop_on_signal = SaveAndStopOnSignal()
-    trainer.add_callback(stop_on_signal)
+    stop = SaveAndStop(slurm_job_end(), margin_seconds=60 * settings["time_limit_margin_minutes"])
+    trainer.add_callback(stop)
 
     # Accelerate takes the FSDP plugin on GPUs only: elsewhere its ranks would silently train unsharded (DDP)
     if fsdp and not trainer.is_fsdp_enabled:
@@ -209,11 +210,11 @@ def main(args) -> None:
 
     checkpoint = last_complete_checkpoint(args.checkpoints)
     print(f"resuming from {checkpoint}" if checkpoint else "starting from the base model", flush=True)
-    stop_on_signal.install()
+    stop.install()
     trainer.train(resume_from_checkpoint=checkpoint)
-    stop_on_signal.uninstall()
-    if stop_on_signal.received:
-        raise SystemExit(f"stopped on {stop_on_signal.received} after saving checkpoint-{trainer.state.global_step}; "
+    stop.uninstall()
+    if stop.reason:
+        raise SystemExit(f"stopped on {stop.reason} after saving checkpoint-{trainer.state.global_step}; "
                          "a rerun resumes from it")
     if trainer.is_fsdp_enabled:
         print(f"rank {trainer.args.process_index}: {sharding(trainer.model)}", flush=True)

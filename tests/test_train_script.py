@@ -96,6 +96,33 @@ def test_a_warning_signal_saves_a_checkpoint_and_the_rerun_resumes_to_the_same_l
                                   pd.read_parquet(straight_run / "train_log.parquet"), rtol=1e-5)
 
 
+def test_near_the_slurm_time_limit_a_training_saves_stops_and_the_retry_resumes_to_the_same_log(
+        tmp_path, tiny_model_dir, demo_parquet, training_settings, straight_run):
+    # a Slurm job whose time runs out in 100 s, with a 2-minute margin: the first step ends past the deadline
+    squeue = tmp_path / "bin" / "squeue"
+    squeue.parent.mkdir()
+    squeue.write_text('#!/bin/sh\ndate -d "+100 seconds" +%Y-%m-%dT%H:%M:%S\n')
+    squeue.chmod(0o755)
+    env = {**ENV, "SLURM_JOB_ID": "4242", "PATH": f"{squeue.parent}:{os.environ['PATH']}"}
+    settings = {**training_settings, "time_limit_margin_minutes": 2}
+    command = train_command(tmp_path, demo_parquet, tiny_model_dir, "limited", settings)
+    started = time.monotonic()
+    stopped = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+    assert stopped.returncode != 0 and time.monotonic() - started < 100
+    saved = re.search(r"stopped on the job's time limit \(it ends at \d\d:\d\d\) after saving "
+                      r"checkpoint-(\d+); a rerun resumes from it", stopped.stderr)
+    assert saved, stopped.stderr[-2000:]
+    assert saved.group(1) == "1"
+    checkpoint = tmp_path / "limited" / "checkpoints" / "checkpoint-1"
+    assert (checkpoint / "trainer_state.json").is_file() and not (tmp_path / "limited" / "model").exists()
+
+    resumed = subprocess.run(command, env=ENV, check=True, capture_output=True, text=True)  # the retry, in time
+    assert f"resuming from {checkpoint}" in resumed.stdout
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "limited" / "train_log.parquet"),
+                                  pd.read_parquet(straight_run / "train_log.parquet"), rtol=1e-5)
+
+
 def test_a_second_training_of_a_cell_waits_for_the_first_and_takes_its_result(
         tmp_path, tiny_model_dir, demo_parquet, training_settings, straight_run):
     """What a rerun after a lost Snakemake does: the cell's orphaned training still runs when its copy starts."""
