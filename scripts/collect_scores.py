@@ -8,11 +8,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from plw.analysis import collect_scores
+from plw.grid import expected_evaluations
 from plw.io import write_parquet
 
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--expected", required=True,
-                    help="JSON list of {path, model, dataset, plw, seed, benchmark} of every evaluation")
+parser.add_argument("--grid", required=True, help="the grid, as JSON (plw.grid)")
 parser.add_argument("--benchmarks", required=True, help="the config's benchmarks section, as JSON")
 parser.add_argument("--wp-power", type=float, required=True)
 parser.add_argument("--allow-missing", action="store_true",
@@ -20,7 +20,7 @@ parser.add_argument("--allow-missing", action="store_true",
 parser.add_argument("--output", required=True)
 args = parser.parse_args()
 
-expected = pd.DataFrame(json.loads(args.expected))
+expected = pd.DataFrame(expected_evaluations(json.loads(args.grid)))
 present = [path for path in expected["path"] if Path(path).exists()]
 if len(present) < len(expected) and not args.allow_missing:
     raise SystemExit(f"{len(expected) - len(present)} evaluation results are missing; "

@@ -54,6 +54,15 @@ def paper_plan(planning_copy) -> str:
     return result.stdout + result.stderr
 
 
+def test_every_shell_command_of_the_paper_plan_is_short_whatever_the_grid(paper_plan):
+    """The kernel refuses a command over 128 KiB: no command may grow with the grid (the analysis scripts
+    enumerate it themselves, plw.grid). The paper grid's longest command stays under 8 KiB."""
+    commands = [line for line in paper_plan.splitlines() if line.startswith("Shell command:")]
+    assert {"scripts/collect_scores.py", "scripts/cost_table.py", "scripts/train.py"} <= {
+        word for command in commands for word in command.split() if word.startswith("scripts/")}
+    assert max(len(command) for command in commands) < 8 * 1024
+
+
 def test_paper_plan_scores_every_cell_and_base_model_on_table_2(paper_plan):
     jobs = evaluation_commands(paper_plan)
     assert len(jobs) == (PAPER_CELLS + PAPER_MODELS) * len(TABLE_2)

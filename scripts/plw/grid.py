@@ -1,6 +1,15 @@
-"""How the experiment grid is spelled in paths: PLW values as the decimals written in the config."""
+"""The experiment grid and where its results lie, for the workflow and for the analysis scripts alike.
+
+A grid is a small dict: {"results", "models", "datasets", "plws", "seeds", "benchmarks", "evaluate_base_models"}
+(PLWs and seeds as spelled in paths). The scripts enumerate it themselves rather than take every cell on their
+command line, which a large grid would make longer than the kernel allows (128 KiB for one argument).
+"""
+
+import itertools
 
 import numpy as np
+
+CELL = "{model}/{dataset}/plw-{plw}/seed-{seed}"
 
 
 def format_plw(plw: float) -> str:
@@ -8,3 +17,51 @@ def format_plw(plw: float) -> str:
     text = np.format_float_positional(float(plw), trim="-")
     assert float(text) == float(plw), (plw, text)
     return text
+
+
+def cells(grid: dict):
+    """Every (model, dataset, plw, seed) of the grid, as wildcard dicts."""
+    for model, dataset, plw, seed in itertools.product(grid["models"], grid["datasets"], grid["plws"], grid["seeds"]):
+        yield dict(model=model, dataset=dataset, plw=plw, seed=seed)
+
+
+def eval_result(grid: dict, benchmark: str, **cell) -> str:
+    return f"{grid['results']}/eval/{CELL}/{benchmark}.parquet".format(**cell)
+
+
+def base_eval_result(grid: dict, model: str, benchmark: str) -> str:
+    return f"{grid['results']}/eval/{model}/base/{benchmark}.parquet"
+
+
+def _typed(cell: dict) -> dict:
+    return {**cell, "plw": float(cell["plw"]), "seed": int(cell["seed"])}
+
+
+def expected_evaluations(grid: dict) -> list[dict]:
+    """Every evaluation result of the grid with its cell ({path, model, dataset, plw, seed, benchmark}); base
+    models have no dataset, plw or seed."""
+    rows = [{**_typed(cell), "benchmark": benchmark, "path": eval_result(grid, benchmark, **cell)}
+            for cell in cells(grid) for benchmark in grid["benchmarks"]]
+    if grid["evaluate_base_models"]:
+        rows += [dict(model=model, dataset=None, plw=None, seed=None, benchmark=benchmark,
+                      path=base_eval_result(grid, model, benchmark))
+                 for model in grid["models"] for benchmark in grid["benchmarks"]]
+    return rows
+
+
+def costed_jobs(grid: dict) -> list[dict]:
+    """Every training and evaluation job: its Snakemake benchmark file and the result that records its GPUs."""
+    costs, results = f"{grid['results']}/benchmarks", grid["results"]
+    jobs = []
+    for cell in cells(grid):
+        jobs.append({"stage": "train", **_typed(cell), "benchmark_tsv": f"{costs}/train/{CELL}.tsv".format(**cell),
+                     "result": f"{results}/models/{CELL}/train_log.parquet".format(**cell)})
+        jobs += [{"stage": "evaluate", **_typed(cell), "benchmark": benchmark,
+                  "benchmark_tsv": f"{costs}/evaluate/{CELL}/{benchmark}.tsv".format(**cell),
+                  "result": eval_result(grid, benchmark, **cell)} for benchmark in grid["benchmarks"]]
+    if grid["evaluate_base_models"]:
+        jobs += [{"stage": "evaluate_base", "model": model, "benchmark": benchmark,
+                  "benchmark_tsv": f"{costs}/evaluate_base/{model}/{benchmark}.tsv",
+                  "result": base_eval_result(grid, model, benchmark)}
+                 for model in grid["models"] for benchmark in grid["benchmarks"]]
+    return jobs

@@ -1,4 +1,7 @@
-"""Scores, the mixed-effects regression (Table 3) and the figures; light, so they run on the login node."""
+"""Scores, the mixed-effects regression (Table 3), the figures and the cost table; light, so they run on the login
+node."""
+
+from plw.grid import costed_jobs
 
 localrules:
     collect_scores,
@@ -10,15 +13,8 @@ localrules:
 # The analysis maximizes each benchmark's primary metric only once check_metric has accepted it.
 CHECKED_METRICS = [f"{PREFETCH}/metrics/{benchmark}.json" for benchmark in BENCHMARKS]
 
-# Every evaluation result of the grid, with its cell, for collect_scores to find or list as missing.
-EXPECTED_EVALUATIONS = [{**cell, "plw": float(cell["plw"]), "seed": int(cell["seed"]), "benchmark": benchmark,
-                         "path": eval_result(benchmark, **cell)} for cell in cells() for benchmark in BENCHMARKS]
-if config["evaluation"]["evaluate_base_models"]:
-    EXPECTED_EVALUATIONS += [dict(path=base_eval_result(model, benchmark), model=model, dataset=None, plw=None,
-                                  seed=None, benchmark=benchmark) for model in MODELS for benchmark in BENCHMARKS]
-
 # The analysis steps as commands: the rules run them, and onerror (--keep-going) runs them on what finished.
-COLLECT_SCORES = ["python", "scripts/collect_scores.py", "--expected", as_json(EXPECTED_EVALUATIONS),
+COLLECT_SCORES = ["python", "scripts/collect_scores.py", "--grid", as_json(GRID),
                   "--benchmarks", as_json(config["benchmarks"]), "--wp-power", str(config["analysis"]["wp_power"]),
                   "--output", SCORES]
 FIT_REGRESSION = ["python", "scripts/fit_regression.py", "--scores", SCORES,
@@ -30,19 +26,6 @@ MAKE_FIGURES = ["python", "scripts/make_figures.py", "--scores", SCORES, "--regr
                 "--wp-power", str(config["analysis"]["wp_power"]),
                 "--aggregate", *[path for path in FIGURES if "aggregate" in path],
                 "--benchmarks", *[path for path in FIGURES if "benchmarks" in path]]
-
-# Every training and evaluation job: its benchmark file, and the result that records the GPUs it used.
-COSTED_JOBS = [{"stage": "train", **cell, "plw": float(cell["plw"]), "seed": int(cell["seed"]),
-                "benchmark_tsv": f"{COSTS}/train/{CELL}.tsv".format(**cell),
-                "result": f"{RESULTS}/models/{CELL}/train_log.parquet".format(**cell)} for cell in cells()]
-COSTED_JOBS += [{"stage": "evaluate", **cell, "plw": float(cell["plw"]), "seed": int(cell["seed"]),
-                 "benchmark": benchmark, "benchmark_tsv": f"{COSTS}/evaluate/{CELL}/{benchmark}.tsv".format(**cell),
-                 "result": eval_result(benchmark, **cell)} for cell in cells() for benchmark in BENCHMARKS]
-if config["evaluation"]["evaluate_base_models"]:
-    COSTED_JOBS += [{"stage": "evaluate_base", "model": model, "benchmark": benchmark,
-                     "benchmark_tsv": f"{COSTS}/evaluate_base/{model}/{benchmark}.tsv",
-                     "result": base_eval_result(model, benchmark)} for model in MODELS for benchmark in BENCHMARKS]
-
 
 rule collect_scores:
     input:
@@ -97,18 +80,18 @@ rule make_figures:
 
 rule cost_table:
     input:
-        [path for job in COSTED_JOBS for path in (job["benchmark_tsv"], job["result"])],
+        [path for job in costed_jobs(GRID) for path in (job["benchmark_tsv"], job["result"])],
     output:
         parquet=COST["parquet"],
         markdown=report(COST["markdown"], caption="../report/cost.rst", category="Tables"),
     log:
         f"{LOGS}/cost_table/cost_table.log",
     params:
-        jobs=as_json(COSTED_JOBS),
+        grid=as_json(GRID),
     conda:
         "../../envs/analysis.yaml"
     shell:
-        "python scripts/cost_table.py --jobs {params.jobs:q} --parquet {output.parquet:q}"
+        "python scripts/cost_table.py --grid {params.grid:q} --parquet {output.parquet:q}"
         " --markdown {output.markdown:q} > {log:q} 2>&1"
 
 

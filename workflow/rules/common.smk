@@ -2,7 +2,6 @@
 
 Each stage's own input functions, params and commands live with its rules (workflow/rules/<stage>.smk)."""
 
-import itertools
 import json
 import os
 import re
@@ -11,7 +10,7 @@ import sys
 
 # light modules (no torch at parse time), on the path that the Snakefile set
 from plw.config_checks import is_local_path  # noqa: E402
-from plw.grid import format_plw  # noqa: E402
+from plw.grid import CELL, expected_evaluations, format_plw  # noqa: E402
 
 # Scripts run as `python scripts/X.py`: find the interpreter that runs Snakemake first (a --sdm conda
 # environment, activated per job, still comes before it).
@@ -24,7 +23,6 @@ os.environ["PATH"] = SEARCH_PATH  # two statements: the linter's regex reads one
 
 RESULTS = "results"
 LOGS = f"{RESULTS}/logs"
-CELL = "{model}/{dataset}/plw-{plw}/seed-{seed}"
 # Compute nodes often have no internet: their jobs read the cache that the prefetch localrules filled, one
 # marker per Hub model and per benchmark (plain inputs: with ancient() ones, Snakemake 9 skips the jobs below
 # a rerun prefetch job, even those whose outputs are missing).
@@ -37,6 +35,9 @@ DATASETS = list(config["datasets"])
 PLWS = [format_plw(plw) for plw in config["plw"]]
 SEEDS = [str(seed) for seed in config["seeds"]]
 BENCHMARKS = list(config["benchmarks"])
+# the grid as plw.grid and the analysis scripts take it
+GRID = dict(results=RESULTS, models=MODELS, datasets=DATASETS, plws=PLWS, seeds=SEEDS, benchmarks=BENCHMARKS,
+            evaluate_base_models=config["evaluation"]["evaluate_base_models"])
 
 
 def _one_of(names):
@@ -104,28 +105,11 @@ def training_data(model, dataset):
     return normalized_dataset(dataset)
 
 
-# ---- cells and their evaluations: evaluation and analysis --------------------------------------------
-
-
-def cells():
-    """Every (model, dataset, plw, seed) of the grid, as wildcard dicts."""
-    for model, dataset, plw, seed in itertools.product(MODELS, DATASETS, PLWS, SEEDS):
-        yield dict(model=model, dataset=dataset, plw=plw, seed=seed)
-
-
-def eval_result(benchmark, **cell):
-    return f"{RESULTS}/eval/{CELL}/{{benchmark}}.parquet".format(benchmark=benchmark, **cell)
-
-
-def base_eval_result(model, benchmark):
-    return f"{RESULTS}/eval/{model}/base/{benchmark}.parquet"
+# ---- the evaluations of the grid: evaluation and analysis -------------------------------------------
 
 
 def all_eval_results():
-    results = [eval_result(benchmark, **cell) for cell in cells() for benchmark in BENCHMARKS]
-    if config["evaluation"]["evaluate_base_models"]:
-        results += [base_eval_result(model, benchmark) for model in MODELS for benchmark in BENCHMARKS]
-    return results
+    return [row["path"] for row in expected_evaluations(GRID)]
 
 
 # ---- the analysis' results, and the workflow's targets -----------------------------------------------
