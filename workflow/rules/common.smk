@@ -83,8 +83,7 @@ def prefetched_model(wildcards):
     return [] if base_model_files(wildcards.model) else [f"{PREFETCH}/models/{wildcards.model}.json"]
 
 
-def prefetched_benchmark(wildcards):
-    return f"{PREFETCH}/benchmarks/{wildcards.benchmark}.json"
+PREFETCHED_BENCHMARK = f"{PREFETCH}/benchmarks/{{benchmark}}.json"
 
 
 # ---- datasets: data and training ---------------------------------------------------------------------

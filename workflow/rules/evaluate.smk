@@ -20,7 +20,7 @@ EVALUATE = (
 rule evaluate:
     input:
         model=f"{RESULTS}/models/{CELL}/model",
-        prefetched=prefetched_benchmark,
+        prefetched=PREFETCHED_BENCHMARK,
     output:
         scores=f"{RESULTS}/eval/{CELL}/{{benchmark}}.parquet",
         results=f"{RESULTS}/eval/{CELL}/{{benchmark}}.json",
@@ -47,7 +47,8 @@ rule evaluate:
 rule evaluate_base:
     input:
         model=base_model_input,
-        prefetched=lambda wildcards: [prefetched_benchmark(wildcards), *prefetched_model(wildcards)],
+        prefetched=PREFETCHED_BENCHMARK,
+        model_cache=prefetched_model,
     output:
         scores=f"{RESULTS}/eval/{{model}}/base/{{benchmark}}.parquet",
         results=f"{RESULTS}/eval/{{model}}/base/{{benchmark}}.json",

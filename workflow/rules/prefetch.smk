@@ -46,7 +46,7 @@ rule prefetch_benchmark:
 
 rule check_metric:
     input:
-        prefetched_benchmark,
+        PREFETCHED_BENCHMARK,
     output:
         f"{PREFETCH}/metrics/{{benchmark}}.json",
     log:
