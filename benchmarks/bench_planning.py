@@ -25,7 +25,8 @@ SEEDS_AT_SCALE = 10
 TWO_RULES = """
 MODELS, DATASETS, PLWS, SEEDS, BENCHMARKS = {grid}
 CELL = "{{model}}/{{dataset}}/plw-{{plw}}/seed-{{seed}}"
-TARGETS = expand("eval/" + CELL + "/{{benchmark}}.parquet", model=MODELS, dataset=DATASETS, plw=PLWS, seed=SEEDS, benchmark=BENCHMARKS)
+TARGETS = expand("eval/" + CELL + "/{{benchmark}}.parquet", model=MODELS, dataset=DATASETS, plw=PLWS, seed=SEEDS,
+                 benchmark=BENCHMARKS)
 
 rule all:
     input: TARGETS

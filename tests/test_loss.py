@@ -1,5 +1,6 @@
 """The prompt-loss-weighted objective: PLW 0 and 1 against Alpaca's masked and unmasked losses, its
-normalizations, its precision under bf16, and the chunked loss against the full logits."""
+normalizations (also with a completion weight) against a hand-computed loss, its precision under bf16, and the
+chunked loss against the full logits."""
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from plw.tokenize import tokenize_record
 from training_helpers import IGNORE_INDEX, loss_of, make_trainer
 
 
-@pytest.mark.parametrize("normalization", ["global", "micro_batch"])
+@pytest.mark.parametrize("normalization", ["global", "micro_batch", "nonzero_tokens"])
 def test_plw_0_is_the_masked_loss_and_plw_1_the_unmasked_loss(model_and_tokenizer, demo_records, tmp_path,
                                                                normalization):
     model, tokenizer = model_and_tokenizer
@@ -26,6 +27,28 @@ def test_plw_0_is_the_masked_loss_and_plw_1_the_unmasked_loss(model_and_tokenize
             num_items = trainer._get_num_items_in_batch([batch], torch.device("cpu"))
             ours = loss_of(trainer, batch, num_items)
         assert abs(ours.item() - reference.item()) / reference.item() <= 1e-6, (plw, ours, reference)
+
+
+@pytest.mark.parametrize("normalization", ["global", "nonzero_tokens"])
+def test_each_normalization_gives_the_documented_loss_with_a_completion_weight(model_and_tokenizer, demo_records,
+                                                                               tmp_path, normalization):
+    """Σ w·ℓ over the step, divided by Σ w (global) or by the count of tokens with w > 0 (nonzero_tokens), with
+    prompt tokens weighted 0.1 and completion tokens 2, computed here from the model's full logits."""
+    model, tokenizer = model_and_tokenizer
+    trainer = make_trainer(model, tmp_path, per_device=4, accumulation=1, normalization=normalization,
+                           pad_token_id=tokenizer.pad_token_id)
+    batch = trainer.data_collator([tokenize_record(r, tokenizer, 0.1, 128, completion_weight=2.0)
+                                   for r in demo_records[:4]])
+    weights = batch["loss_weights"][:, 1:]
+    assert weights.unique().tolist() == pytest.approx([0.0, 0.1, 2.0])  # padding, prompt, completion
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        token_losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch["input_ids"][:, 1:],
+                                                         reduction="none")
+        expected = (weights * token_losses).sum() / (weights.sum() if normalization == "global"
+                                                     else (weights != 0).sum())
+        ours = loss_of(trainer, batch, trainer._get_num_items_in_batch([batch], torch.device("cpu")))
+    assert ours.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def gradients(trainer, batches) -> torch.Tensor:
@@ -50,7 +73,7 @@ def test_global_normalization_gives_the_same_gradient_with_accumulation(model_an
     assert torch.allclose(one_batch, four_batches, atol=1e-5, rtol=0), (one_batch - four_batches).abs().max()
 
 
-@pytest.mark.parametrize("normalization", ["global", "micro_batch"])
+@pytest.mark.parametrize("normalization", ["global", "micro_batch", "nonzero_tokens"])
 def test_a_micro_batch_without_weight_trains_with_a_zero_gradient(model_and_tokenizer, demo_records, tmp_path,
                                                                    normalization):
     model, tokenizer = model_and_tokenizer

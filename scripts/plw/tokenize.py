@@ -51,13 +51,14 @@ def missing_bos_note(tokenizer, bos_token_id: int | None) -> str | None:
             "to add it)")
 
 
-def tokenize_record(record: dict, tokenizer, plw: float, max_length: int) -> dict:
-    """input_ids of prompt + output + EOS (BOS from the tokenizer, right truncation) and per-token weights.
+def tokenize_record(record: dict, tokenizer, plw: float, max_length: int, completion_weight: float = 1.0) -> dict:
+    """input_ids of prompt + output + EOS (BOS from the tokenizer, right truncation) and per-token weights: `plw`
+    for the prompt, `completion_weight` for the completion and EOS.
 
     An empty output is a valid record, as in Alpaca: its completion is the EOS token alone."""
     prompt = render_prompt(record["instruction"], record["input"])
     target = f"{record['output']}{tokenizer.eos_token}"
     input_ids = tokenizer(prompt + target, max_length=max_length, truncation=True)["input_ids"]
     prompt_length = len(tokenizer(prompt, max_length=max_length, truncation=True)["input_ids"])
-    weights = [plw] * prompt_length + [1.0] * (len(input_ids) - prompt_length)
+    weights = [plw] * prompt_length + [completion_weight] * (len(input_ids) - prompt_length)
     return {"input_ids": input_ids, "loss_weights": weights[:len(input_ids)]}

@@ -3,8 +3,11 @@
 Loss normalizations (config `training.loss_normalization`):
 - global: Σ w·ℓ / Σ w over all tokens of one optimizer step, across every micro-batch of gradient
   accumulation and every data-parallel rank;
-- micro_batch: Σ w·ℓ / Σ w per micro-batch, averaged over accumulation steps (the 2023 Trainer's behaviour).
-With either, PLW 0 is Alpaca's masked loss and PLW 1 the plain unmasked loss.
+- micro_batch: Σ w·ℓ / Σ w per micro-batch, averaged over accumulation steps (the 2023 Trainer's behaviour);
+- nonzero_tokens: Σ w·ℓ / (the number of tokens of non-zero weight), over one optimizer step as global (WIT's and
+  TRL's prompt-loss-weight normalization). At small PLW this is another experiment: the prompt tokens count
+  whole in the denominator, so the completion's gradient shrinks with them (docs/loss.md).
+With each, PLW 0 is Alpaca's masked loss, and PLW 1 with completion weight 1 the plain unmasked loss.
 """
 
 from collections import Counter
@@ -115,15 +118,19 @@ def sharding(model) -> str:
             f"FSDP modules: {', '.join(f'{count} {name}' for name, count in sorted(modules.items()))}")
 
 
+NORMALIZATIONS = ("global", "micro_batch", "nonzero_tokens")
+
+
 class PromptLossWeightTrainer(Trainer):
     def __init__(self, *args, loss_normalization: str = "global", loss_chunk_size: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        if loss_normalization not in ("global", "micro_batch"):
-            raise ValueError(f"loss_normalization must be 'global' or 'micro_batch', not {loss_normalization!r}")
+        if loss_normalization not in NORMALIZATIONS:
+            raise ValueError(f"loss_normalization must be one of {', '.join(NORMALIZATIONS)}, "
+                             f"not {loss_normalization!r}")
         self.loss_normalization = loss_normalization
         self.loss_chunk_size = loss_chunk_size
-        # global: our loss is already divided by the step's weight sum; micro_batch: the Trainer averages it.
-        self.loss_is_scaled_for_ga = loss_normalization == "global"
+        # global, nonzero_tokens: our loss is already divided by the step's total; micro_batch: the Trainer averages
+        self.loss_is_scaled_for_ga = loss_normalization != "micro_batch"
         self._since_log = {"tokens": 0, "weight_sum": 0.0}
         # The chunked loss needs the final hidden states; capture them from the decoder's final norm so the
         # model itself only projects one position onto the vocabulary.
@@ -134,18 +141,19 @@ class PromptLossWeightTrainer(Trainer):
             lambda module, inputs, output: self._captured.__setitem__("hidden", output))
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
-        """The weight sum of the optimizer step (all micro-batches, all ranks) for global normalization; the
-        step's tokens and weight sum, over all ranks, also go to the log."""
+        """The normalizer of the optimizer step (all micro-batches, all ranks): its weight sum (global) or its
+        count of tokens of non-zero weight (nonzero_tokens); the step's tokens and weight sum also go to the log."""
         weights = sum(batch["loss_weights"][:, 1:].sum() for batch in batch_samples).double()
+        weighted = sum((batch["loss_weights"][:, 1:] != 0).sum() for batch in batch_samples).double()
         tokens = torch.tensor(sum(real_tokens(batch) for batch in batch_samples), dtype=torch.float64,
                               device=weights.device)  # batches are on the accelerator already, or on the CPU
-        step = torch.stack([weights, tokens]).to(device)  # [weight sum, tokens]
+        step = torch.stack([weights, weighted, tokens]).to(device)
         if self.args.world_size > 1:
-            step = self.accelerator.gather(step).reshape(-1, 2).sum(dim=0)
-        step_weight_sum, step_tokens = step.tolist()  # one host sync
+            step = self.accelerator.gather(step).reshape(-1, 3).sum(dim=0)
+        step_weight_sum, _, step_tokens = step.tolist()  # one host sync
         self._since_log["weight_sum"] += step_weight_sum
         self._since_log["tokens"] += int(step_tokens)
-        return step[0].float() if self.loss_normalization == "global" else None
+        return {"global": step[0].float(), "nonzero_tokens": step[1].float()}.get(self.loss_normalization)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         weights = inputs.pop("loss_weights")
@@ -160,7 +168,7 @@ class PromptLossWeightTrainer(Trainer):
         if num_items_in_batch is None:
             loss = loss_sum / weights[:, 1:].sum().clamp(min=1e-12)
         else:
-            # DDP/FSDP average gradients over ranks; the global weight sum already spans all ranks.
+            # DDP/FSDP average gradients over ranks; the step's normalizer already spans all ranks.
             loss = loss_sum / num_items_in_batch.clamp(min=1e-12) * self.args.world_size
         return (loss, outputs) if return_outputs else loss
 
