@@ -148,7 +148,8 @@ def main(args) -> None:
     tf32 = settings["tf32"] if is_torch_tf32_available() else None
     if settings["tf32"] and tf32 is None:
         print("training.tf32: no GPU with TF32 here, matmuls run in full precision", flush=True)
-    train_dataset = [tokenize_record(record, tokenizer, args.plw, settings["max_length"]) for record in records]
+    train_dataset = [tokenize_record(record, tokenizer, args.plw, settings["max_length"],
+                                     settings["completion_weight"]) for record in records]
 
     # LoRA trains a small adapter on a frozen base that fits each GPU: data parallel, not sharded, so that rank 0
     # can merge the adapter into the base model at the end
