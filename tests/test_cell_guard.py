@@ -115,3 +115,12 @@ def test_after_a_lost_head_on_slurm_only_this_workflows_trainings_are_waited_for
 
     assert len(state.read_text().splitlines()) == 3  # waited until squeue listed none
     assert "101 (running), 102 (pending). Waiting for them" in capsys.readouterr().out
+
+
+def test_a_failing_squeue_does_not_end_the_wait(tmp_path, monkeypatch):
+    from plw import slurm_orphans
+
+    answers = iter([["101 (running)"], None, ["101 (running)"], []])
+    monkeypatch.setattr(slurm_orphans, "orphaned_trainings", lambda workdir: next(answers))
+    slurm_orphans.wait_for_orphaned_trainings(str(tmp_path), poll_seconds=0)
+    assert next(answers, "all asked") == "all asked"

@@ -9,6 +9,9 @@
   --time.
 - Two Slurms side by side: the second one starts on other ports under its own PREFIX, stops, and the first one
   still runs jobs, whose inner srun finds their own Slurm without SLURM_CONF (the jobstep plugin deletes it).
+- A lost head (kill -9 of Snakemake alone, as a dropped login session): its trainings go on as Slurm jobs; after
+  `snakemake --unlock`, the same command waits for them, every cell trains once, and the results are an
+  uninterrupted run's.
 
 The tests add to the README's commands only a --configfile (the reduced demo), targets, and status polling every
 2 s (the plugin's defaults wait 40 s before the first check). They need root (apt-get, daemons) and stop the
@@ -20,12 +23,17 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
-from workflow_runner import REPO, copy_workflow, run_snakemake
+from plw.grid import CELL, format_plw
+from plw.grid import cells as grid_cells
+from workflow_runner import REPO, copy_workflow, job_counts, run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -48,11 +56,12 @@ def reduced_demo_config() -> dict:
     return config
 
 
-def workflow_copy(destination: Path) -> Path:
-    """A copy of the workflow with the reduced demo's config and the repository's `slurm` profile link."""
+def workflow_copy(destination: Path, config: dict | None = None) -> Path:
+    """A copy of the workflow with the reduced demo's config (or `config`) and the repository's `slurm` profile
+    link."""
     workdir = copy_workflow(destination)
     (workdir / "slurm").symlink_to("profiles/slurm")
-    (workdir / "config" / "reduced.yaml").write_text(yaml.safe_dump(reduced_demo_config()))
+    (workdir / "config" / "reduced.yaml").write_text(yaml.safe_dump(config or reduced_demo_config()))
     return workdir
 
 
@@ -119,9 +128,24 @@ def sbatch_and_wait(instance: dict, name: str) -> str:
     return out.read_text()
 
 
+SUBMITTED = r"submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_"  # the slurm executor's log line
+
+
 def submitted_jobs(log: str) -> dict[str, str]:
     """Slurm job id -> rule, from the slurm executor's log lines."""
-    return dict(re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+)/", log))
+    return dict(re.findall(rf"{SUBMITTED}(\w+)/", log))
+
+
+def submitted_trainings(log: str) -> dict[str, str]:
+    """Slurm job id -> the wildcards of its cell (tiny-llama_demo_0_42), for the train jobs in the log."""
+    return dict(re.findall(rf"{SUBMITTED}train/([^/\s]+)/", log))
+
+
+def finished_jobs(instance: dict) -> dict[str, dict]:
+    """Job id -> its fields in Slurm's job completion log (JobState, SubmitTime, StartTime, EndTime, ...)."""
+    lines = (instance["prefix"] / "log" / "jobcomp.txt").read_text().splitlines()
+    return {fields["JobId"]: fields for fields in (dict(re.findall(r"(\w+)=(\S*)", line)) for line in lines)
+            if "JobId" in fields}
 
 
 def planned_resources(plan: str) -> dict[str, set[tuple]]:
@@ -237,10 +261,111 @@ def test_cpu_variant_runs_the_reduced_demo_through_sbatch_like_a_local_run(tmp_p
     log = result.stdout + result.stderr
 
     job_ids = set(submitted_jobs(log))
-    slurm_jobs = (slurm["prefix"] / "log" / "jobcomp.txt").read_text()
+    slurm_jobs = finished_jobs(slurm)
     trainings = len(config["plw"])
     evaluations = trainings * len(config["benchmarks"]) + len(config["benchmarks"])
     assert len(job_ids) >= trainings + evaluations, log[-5000:]
     for job_id in job_ids:
-        assert re.search(rf"JobId={job_id} .*JobState=COMPLETED", slurm_jobs), (job_id, slurm_jobs[-3000:])
+        assert slurm_jobs.get(job_id, {}).get("JobState") == "COMPLETED", (job_id, slurm_jobs.get(job_id))
     assert result_files(on_slurm) == result_files(local)
+
+
+def snakemake_in_background(workdir: Path, *arguments: str, env: dict, log: Path) -> subprocess.Popen:
+    """run_snakemake's command, started in a session of its own (a login session's head), its output in `log`."""
+    full_env = {**os.environ, **env}
+    full_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full_env['PATH']}"
+    with log.open("w") as out:
+        return subprocess.Popen([sys.executable, "-m", "snakemake", *arguments], cwd=workdir, env=full_env,
+                                start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+
+
+def queued_jobs(instance: dict, workdir: Path) -> dict[str, tuple[str, str]]:
+    """Job id -> (state, comment) of this user's jobs that Slurm queues or runs in `workdir`."""
+    listing = slurm_run(instance, "squeue", "--me", "--noheader", "--format", "%i|%T|%Z|%k").stdout
+    return {job_id: (state, comment) for job_id, state, directory, comment in
+            (line.split("|", 3) for line in listing.splitlines()) if Path(directory).resolve() == workdir.resolve()}
+
+
+def queued_trainings(instance: dict, workdir: Path) -> set[str]:
+    """Ids of the train jobs (by the slurm executor's job comment) that Slurm queues or runs in `workdir`."""
+    return {job_id for job_id, (_, comment) in queued_jobs(instance, workdir).items()
+            if comment.startswith("rule_train_")}
+
+
+def test_after_a_lost_head_every_cell_trains_once_and_as_if_never_interrupted(tmp_path, slurm):
+    """The CPU command, killed (kill -9, the head alone: a dropped login session) while a training runs on Slurm;
+    its trainings go on as Slurm jobs. After `snakemake --unlock`, the same command first waits for them, then
+    reruns their cells' jobs (incomplete to Snakemake), which hand back the finished results instead of training."""
+    config = reduced_demo_config()
+    # 10-30 s a training job here (a training takes the node's 2 CPUs: the other one waits). The kill comes when the
+    # first one has taken its cell, before it imports PyTorch: the lost head's trainings still run or wait when
+    # the rerun looks for them, a few seconds later
+    config["training"] = {**config["training"], "max_steps": 40, "save_steps": 20}
+    workdir = workflow_copy(tmp_path / "slurm", config)
+    command = [*args(CPU_COMMAND), "--configfile", "config/reduced.yaml", *FAST_POLLING]
+    env = {**slurm["env"], "PLW_MODEL_B": ""}
+    # the train jobs' wildcards (as in their Slurm logs' folder: tiny-llama_demo_0_42) -> the cell
+    grid = {"models": config["models"], "datasets": config["datasets"], "seeds": config["seeds"],
+            "plws": [format_plw(plw) for plw in config["plw"]]}
+    cells = {"_".join(map(str, cell.values())): CELL.format(**cell) for cell in grid_cells(grid)}
+
+    lost_log = tmp_path / "lost_head.log"
+    head = snakemake_in_background(workdir, *command, env=env, log=lost_log)
+    try:
+        deadline = time.monotonic() + 600
+        # a training has taken its cell, and every training is submitted
+        while not (list((workdir / "results" / "checkpoints").rglob("fingerprint.json"))
+                   and len(queued_trainings(slurm, workdir)) == len(cells)):
+            assert head.poll() is None and time.monotonic() < deadline, lost_log.read_text()[-5000:]
+            time.sleep(0.5)
+        head.kill()  # SIGKILL to the head alone: its Slurm jobs go on
+        head.wait()
+        orphans = submitted_trainings(lost_log.read_text())
+        assert sorted(orphans.values()) == sorted(cells), lost_log.read_text()[-5000:]
+        left_running = queued_trainings(slurm, workdir)
+        assert left_running and left_running <= set(orphans), (left_running, orphans)
+
+        run_snakemake(workdir, "--unlock", *args(CPU_COMMAND), "--configfile", "config/reduced.yaml", env=env)
+        result = run_snakemake(workdir, *command, env=env, timeout=1500)
+    finally:  # on a failure, nothing of this test is left to the next tests' Slurm jobs
+        if head.poll() is None:
+            head.kill()
+            head.wait()
+        if left_over := queued_jobs(slurm, workdir):
+            slurm_run(slurm, "scancel", *left_over)
+    rerun = result.stdout + result.stderr
+    (tmp_path / "rerun.log").write_text(rerun)
+
+    # (1) before submitting anything, the rerun waited for the lost head's trainings ...
+    waited = re.search(rf"trainings of an earlier Snakemake in {re.escape(str(workdir))}: (.*)\. Waiting for them",
+                       rerun)
+    assert waited, rerun[-5000:]
+    waited_for = set(re.findall(r"(\d+) \((?:running|pending)\)", waited[1]))
+    assert waited_for and waited_for <= set(orphans), (waited[1], orphans)
+    # ... which trained their cells and ended before the rerun submitted its own train jobs, one a cell (their
+    # outputs are incomplete to Snakemake), and each of these handed the finished result back
+    slurm_jobs = finished_jobs(slurm)
+    retrained = submitted_trainings(rerun)
+    assert sorted(retrained.values()) == sorted(cells), rerun[-5000:]
+    assert all(slurm_jobs[job_id]["JobState"] == "COMPLETED" for job_id in [*orphans, *retrained]), slurm_jobs
+    assert max(slurm_jobs[job_id]["EndTime"] for job_id in orphans) \
+        <= min(slurm_jobs[job_id]["SubmitTime"] for job_id in retrained)
+    for cell in cells.values():
+        cell_log = (workdir / "results" / "logs" / "train" / f"{cell}.log").read_text(errors="replace")
+        assert "handed back" in cell_log and "starting from the base model" not in cell_log, (cell, cell_log[-3000:])
+    # every Slurm job of this workflow directory was submitted by one of the two heads: no other training ran
+    in_workdir = {job_id for job_id, fields in slurm_jobs.items() if fields.get("WorkDir") == str(workdir)}
+    assert in_workdir == set(submitted_jobs(lost_log.read_text())) | set(submitted_jobs(rerun))
+
+    # (2) every cell's training log is an uninterrupted run's (a local run of the same config)
+    reference = workflow_copy(tmp_path / "local", config)
+    logs = [f"results/models/{cell}/train_log.parquet" for cell in cells.values()]
+    run_snakemake(reference, *logs, "--cores", "2", "--configfile", "config/reduced.yaml")
+    provenance = ["code_commit", "code_modified", "gpus"]
+    for path in logs:
+        pd.testing.assert_frame_equal(pd.read_parquet(workdir / path).drop(columns=provenance),
+                                      pd.read_parquet(reference / path).drop(columns=provenance), rtol=1e-5)
+
+    # (3) nothing is left to do
+    plan = run_snakemake(workdir, "-n", *args(CPU_COMMAND), "--configfile", "config/reduced.yaml", env=env)
+    assert job_counts(plan.stdout + plan.stderr) == {}, plan.stdout[-3000:]

@@ -10,13 +10,16 @@ import subprocess
 import time
 
 
-def orphaned_trainings(workdir: str) -> list[str]:
-    """'job id (state)' of this user's queued or running train jobs in `workdir`; none without squeue."""
+def orphaned_trainings(workdir: str) -> list[str] | None:
+    """'job id (state)' of this user's queued or running train jobs in `workdir`; none without a Slurm client,
+    None when squeue failed this time (a busy controller: ask again)."""
     try:
         listing = subprocess.run(["squeue", "--me", "--noheader", "--format", "%i|%T|%Z|%k"], capture_output=True,
                                  text=True, timeout=60, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
+    except FileNotFoundError:
         return []
+    except (OSError, subprocess.SubprocessError):
+        return None
     jobs = []
     for line in listing.splitlines():
         job_id, state, directory, comment = line.split("|", 3)
@@ -26,11 +29,12 @@ def orphaned_trainings(workdir: str) -> list[str]:
 
 
 def wait_for_orphaned_trainings(workdir: str, poll_seconds: float = 30) -> None:
-    jobs = orphaned_trainings(workdir)
+    jobs = orphaned_trainings(workdir) or []
     if jobs:
         print(f"Slurm still runs or queues trainings of an earlier Snakemake in {workdir}: {', '.join(jobs)}. "
               "Waiting for them (their results are taken over, not trained again); scancel them to retrain.",
               flush=True)
     while jobs:
         time.sleep(poll_seconds)
-        jobs = orphaned_trainings(workdir)
+        found = orphaned_trainings(workdir)
+        jobs = jobs if found is None else found  # a failed squeue ends no wait
