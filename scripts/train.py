@@ -6,12 +6,14 @@ trains a cell at a time (plw.cell_guard): a second waits, and one for a run that
 SIGTERM or SIGUSR1, or the job's Slurm time limit coming near, saves a checkpoint and stops, to be resumed by the
 retry. With --gpus N > 1 on a machine with CUDA, it re-launches itself under torchrun, one process per GPU; those
 shard the model with FSDP2 where training.fsdp says so, and it refuses to train them unsharded where FSDP does not
-take.
+take. In a Slurm job on several nodes (PLW_NODE_TASKS, set by the train rule), it starts one task per node with srun
+once it holds the cell, each a torchrun of its node's processes, all joined at a c10d rendezvous (docs/slurm.md).
 """
 
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -37,12 +39,58 @@ def parse_args(argv=None):
     return args
 
 
+# Several nodes (docs/slurm.md): the train rule sets NODE_TASKS, the srun command that starts one task per node in
+# the job's allocation; the job's first process, once it holds the cell, sets RENDEZVOUS for those tasks and execs it.
+NODE_TASKS = "PLW_NODE_TASKS"
+RENDEZVOUS = "PLW_RENDEZVOUS"
+
+
+def this_command() -> list[str]:
+    """This process's command line as it was started (`python scripts/train.py ...`, or a wrapper of train.py such
+    as tests/fsdp_train.py), for a task or a rank to run again."""
+    return [sys.executable, *sys.orig_argv[1:]]
+
+
+def launch_per_node() -> None:
+    """With NODE_TASKS (several nodes), exec it: srun starts this same command once per node; this process, the srun
+    client on the job's first node, keeps holding the cell for all of them. The tasks' torchruns meet at a c10d
+    rendezvous on this node, on a port free here."""
+    command = os.environ.get(NODE_TASKS)
+    if not command or "LOCAL_RANK" in os.environ or RENDEZVOUS in os.environ:  # one node, or a rank or a task
+        return
+    if "SLURM_JOB_ID" not in os.environ:
+        raise SystemExit(f"{NODE_TASKS}={command!r}: training on several nodes runs in a Slurm job (the slurm "
+                         "executor); on this machine, leave PLW_NODES unset")
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        port = probe.getsockname()[1]
+    os.environ[RENDEZVOUS] = f"{socket.gethostname()}:{port}"
+    print(f"one task per node: {command}; rendezvous at {os.environ[RENDEZVOUS]}", flush=True)
+    tasks = shlex.split(command)
+    os.execvp(tasks[0], [*tasks, *this_command()])
+
+
 def relaunch_per_gpu(gpus: int) -> None:
-    """One process per GPU of the job: exec torchrun unless already inside a distributed launch."""
+    """One process per GPU of the job: exec torchrun unless already inside a distributed launch. One node: torchrun
+    --standalone. A node's task of a job on several nodes (RENDEZVOUS set): a torchrun of the node's processes (one
+    per GPU, or one without CUDA) that joins the other nodes' at the c10d rendezvous; the job's tasks are the nodes,
+    its id the rendezvous's."""
     import torch
 
     processes = min(gpus, torch.cuda.device_count())
-    if processes > 1 and "LOCAL_RANK" not in os.environ:
+    if "LOCAL_RANK" in os.environ:
+        return
+    if RENDEZVOUS in os.environ:
+        # the nodes' tasks start when they start (PyTorch imported from a slow file system): each waits for the
+        # first node's rendezvous store as long as the rendezvous waits for the nodes (its join_timeout, 600 s)
+        torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={os.environ['SLURM_NTASKS']}",
+                    f"--nproc-per-node={max(processes, 1)}", "--rdzv-backend=c10d",
+                    f"--rdzv-endpoint={os.environ[RENDEZVOUS]}", f"--rdzv-id={os.environ['SLURM_JOB_ID']}",
+                    "--rdzv-conf=read_timeout=600"]
+        os.execv(sys.executable, [*torchrun, "--no-python", *this_command()])
+    if processes > 1:
         os.execvp("torchrun", ["torchrun", "--standalone", f"--nproc_per_node={processes}", *sys.argv])
 
 
@@ -242,7 +290,10 @@ def main(args) -> None:
 
 if __name__ == "__main__":
     arguments = parse_args()
-    # the job's first process holds the cell; torchrun, exec'd in it, keeps holding it for all ranks
-    if "LOCAL_RANK" in os.environ or take_cell(arguments):
+    # The job's first process holds the cell; torchrun (one node) or srun (several), exec'd in it, keeps holding it
+    # for all ranks. It hands a finished run back before starting anything: no node waits for a rendezvous then.
+    # The ranks (LOCAL_RANK) and the nodes' tasks (RENDEZVOUS) run under the first process, which holds the cell.
+    if "LOCAL_RANK" in os.environ or RENDEZVOUS in os.environ or take_cell(arguments):
+        launch_per_node()
         relaunch_per_gpu(arguments.gpus)
         main(arguments)
