@@ -58,7 +58,7 @@ CONFIG_CASES = [
     ("unknown training key", with_training(lr=1e-5), r"'lr' was unexpected[\s\S]*training"),
     ("negative seed", demo_config(seeds=[-1]), r"-1 is less than the minimum of 0[\s\S]*seeds"),
     ("bad loss normalization", with_training(loss_normalization="token"),
-     r"'token' is not one of \['global', 'micro_batch'\]"),
+     r"'token' is not one of \['global', 'micro_batch', 'nonzero_tokens'\]"),
     ("packed attention without packing", with_training(attn_implementation="packed_sdpa", packing=False),
      r"training\.attn_implementation: packed_sdpa .*set training\.packing: true"),
     ("unknown attention", with_training(attn_implementation="fast"), r"'fast' is not one of"),

@@ -1,5 +1,6 @@
 """The conda environments (envs/*.yaml, for --sdm conda) pin the same versions as requirements.txt."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -33,4 +34,14 @@ def test_conda_env_pins_match_requirements(env_file):
 
 
 def test_every_rule_family_has_an_environment():
-    assert {path.stem for path in (REPO / "envs").glob("*.yaml")} == {"data", "train", "evaluate", "analysis"}
+    assert {path.stem for path in (REPO / "envs").glob("*.yaml")} == {"data", "train", "evaluate", "analysis", "r"}
+
+
+def test_r_environment_has_what_the_beta_rule_runs():
+    """rule beta_regression: R with the packages that the workflow probes for, and the Python of its CSV and
+    Parquet steps (pandas and pyarrow, pinned as above)."""
+    environment = yaml.safe_load((REPO / "envs" / "r.yaml").read_text())
+    packages = {re.split(r"[=<>]", item)[0] for item in environment["dependencies"] if isinstance(item, str)}
+    assert {"r-base", "r-glmmtmb", "r-jsonlite", "python"} <= packages
+    pip_section = next(item["pip"] for item in environment["dependencies"] if isinstance(item, dict))
+    assert {requirement.partition("==")[0] for requirement in pip_section} >= {"pandas", "pyarrow"}

@@ -1,11 +1,18 @@
-"""Scores, the mixed-effects regression (Table 3), the figures and the cost table; light, so they run on the login
-node."""
+"""Scores, the mixed-effects regression (Table 3), the beta mixed model, the figures and the cost table; light, so
+they run on the login node."""
+
+import shutil
+import subprocess
+
+from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod
 
 from plw.grid import costed_jobs
 
 localrules:
     collect_scores,
     fit_regression,
+    beta_regression,
     make_figures,
     cost_table,
 
@@ -26,6 +33,43 @@ MAKE_FIGURES = ["python", "scripts/make_figures.py", "--scores", SCORES, "--regr
                 "--wp-power", str(config["analysis"]["wp_power"]),
                 "--aggregate", *[path for path in FIGURES if "aggregate" in path],
                 "--benchmarks", *[path for path in FIGURES if "benchmarks" in path]]
+
+# analysis.beta_model: true fits the beta model or refuses to plan; auto fits it where R can (with --sdm conda, its
+# environment envs/r.yaml brings R), else leaves it out and says so; false leaves it out. Only the main process asks
+# R: the rule is local, and a Slurm job's own Snakemake (on a compute node, maybe without R) runs one other job.
+# R is asked where glmmTMB and jsonlite are installed, without loading them: about 0.1 s per parse.
+BETA_MODEL_SETTING = config["analysis"]["beta_model"]
+BETA_MODEL_OFF = "analysis.beta_model is false" if BETA_MODEL_SETTING is False else None  # why it is left out
+if (BETA_MODEL_OFF is None and workflow.is_main_process
+        and DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method):
+    _rscript = shutil.which("Rscript")
+    # R's user files apply (as in the rule: a library in ~/.Renviron's R_LIBS_USER counts); a marker sets the answer
+    # apart from what an ~/.Rprofile prints
+    _probe = "cat('missing:', Filter(function(name) !nzchar(system.file(package = name)), c('glmmTMB', 'jsonlite')))"
+    if _rscript is None:
+        BETA_MODEL_OFF = "no Rscript on PATH"
+    else:
+        try:
+            _asked = subprocess.run([_rscript, "-e", _probe], capture_output=True, text=True, timeout=120,
+                                    check=False)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            BETA_MODEL_OFF = f"{_rscript} does not run ({error})"
+        else:
+            _lacking = _asked.stdout.rpartition("missing:")[2].split()
+            if _asked.returncode or "missing:" not in _asked.stdout:
+                BETA_MODEL_OFF = f"{_rscript} failed ({_asked.stderr.strip()[-300:]})"
+            elif _lacking:
+                BETA_MODEL_OFF = f"{_rscript} lacks the R package(s) {', '.join(_lacking)}"
+    if BETA_MODEL_OFF and BETA_MODEL_SETTING is True:
+        raise WorkflowError(f"config analysis.beta_model is true, but the beta model cannot be fitted here: "
+                            f"{BETA_MODEL_OFF}. Install R with glmmTMB and jsonlite (Debian: apt-get install "
+                            "r-cran-glmmtmb r-cran-jsonlite), run with --sdm conda (envs/r.yaml), or set "
+                            "analysis.beta_model to auto or false.")
+    if BETA_MODEL_OFF:
+        BETA_MODEL_OFF += " (analysis.beta_model: auto)"
+        print(f"The beta regression is left out: {BETA_MODEL_OFF}.", file=sys.stderr)
+BETA_MODEL = BETA_MODEL_OFF is None
+
 
 rule collect_scores:
     input:
@@ -57,6 +101,23 @@ rule fit_regression:
         "../../envs/analysis.yaml"
     shell:
         "{params.command} > {log:q} 2>&1"
+
+
+rule beta_regression:
+    input:
+        SCORES,
+    output:
+        parquet=BETA_REGRESSION["parquet"],
+        markdown=report(BETA_REGRESSION["markdown"], caption="../report/beta_regression.rst", category="Tables"),
+    log:
+        f"{LOGS}/beta_regression/beta_regression.log",
+    params:
+        wp_power=config["analysis"]["wp_power"],
+    conda:
+        "../../envs/r.yaml"
+    shell:
+        "python scripts/beta_regression.py --scores {input:q} --wp-power {params.wp_power} --parquet {output.parquet:q}"
+        " --markdown {output.markdown:q} > {log:q} 2>&1"
 
 
 rule make_figures:
@@ -97,7 +158,10 @@ rule cost_table:
 
 onsuccess:
     print(f"\nResults are in {os.path.abspath(RESULTS)}: scores.parquet, tables/ (dataset_stats.md, "
-          "regression.md), figures/. HTML report: snakemake --report results/report.html")
+          f"regression.md{', beta_regression.md' if BETA_MODEL else ''}), figures/. "
+          "HTML report: snakemake --report results/report.html")
+    if not BETA_MODEL:
+        print(f"The beta regression was left out: {BETA_MODEL_OFF}.")
 
 
 onerror:
