@@ -119,6 +119,10 @@ def test_interrupted_sweep_resumes_with_only_the_missing_jobs(reduced):
     assert (costs["wall_s"] > 0).all() and (costs["max_rss_mb"] > 0).all()
     assert (costs["gpus"] == 0).all() and (costs["gpu_hours"] == 0).all()  # this machine has no GPU
     assert "| all | " in (reduced / "results" / "tables" / "cost.md").read_text()
+    # the mechanism measures: a row per cell, the loss varied and the weights moved
+    mechanisms = pd.read_parquet(reduced / "results" / "tables" / "mechanisms.parquet")
+    assert sorted(mechanisms["plw"]) == sorted(config["plw"])
+    assert (mechanisms["loss_rsd"] > 0).all() and (mechanisms["weight_l2"] > 0).all()
 
 
 def test_failed_benchmark_leaves_the_others_done_and_reruns_alone(reduced):

@@ -141,3 +141,21 @@ def benchmark_figure(scores: pd.DataFrame, power: float):
                    title="Benchmark scores against prompt-loss weight (dashed: base model)")
             + theme_bw() + theme(figure_size=(3 + 3 * data["dataset"].nunique(), 2 + 2 * data["benchmark"].nunique()),
                                  axis_text_x=element_text(rotation=45)))
+
+
+def mechanism_figure(mechanisms: pd.DataFrame, power: float):
+    """Each mechanism measure of every cell against wp: a row of panels per measure, a column per dataset."""
+    from plw.mechanisms import MEASURES
+
+    data = (mechanisms.assign(wp=mechanisms["plw"] ** power)
+            .melt(id_vars=["model", "dataset", "plw", "seed", "wp"], value_vars=list(MEASURES), var_name="measure")
+            .assign(measure=lambda frame: frame["measure"].map(MEASURES)))
+    points = data.groupby(["model", "dataset", "measure", "plw"], as_index=False).agg(value=("value", "mean"),
+                                                                                    wp=("wp", "first"))
+    return (ggplot(points, aes("wp", "value", colour="model"))
+            + geom_point(size=2) + geom_line()
+            + facet_grid("measure ~ dataset", scales="free_y")
+            + wp_axis(data["plw"].to_numpy(), power)
+            + labs(y="", colour="model", title="Why PLW matters: loss variability and weight distance")
+            + theme_bw() + theme(figure_size=(3 + 3 * data["dataset"].nunique(), 7),
+                                 axis_text_x=element_text(rotation=45)))

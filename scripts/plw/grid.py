@@ -29,6 +29,10 @@ def eval_result(grid: dict, benchmark: str, **cell) -> str:
     return f"{grid['results']}/eval/{CELL}/{benchmark}.parquet".format(**cell)
 
 
+def mechanism_result(grid: dict, **cell) -> str:
+    return f"{grid['results']}/mechanisms/{CELL}.parquet".format(**cell)
+
+
 def base_eval_result(grid: dict, model: str, benchmark: str) -> str:
     return f"{grid['results']}/eval/{model}/base/{benchmark}.parquet"
 

@@ -122,10 +122,13 @@ BETA_REGRESSION = {"parquet": f"{RESULTS}/tables/beta_regression.parquet",
 FIGURES = [f"{RESULTS}/figures/{name}.{ext}" for name in ("aggregate_vs_wp", "benchmarks_vs_wp")
            for ext in ("png", "pdf")]
 COST = {"parquet": f"{RESULTS}/tables/cost.parquet", "markdown": f"{RESULTS}/tables/cost.md"}
+MECHANISMS = {"parquet": f"{RESULTS}/tables/mechanisms.parquet", "markdown": f"{RESULTS}/tables/mechanisms.md",
+              "figure": [f"{RESULTS}/figures/mechanisms_vs_wp.{ext}" for ext in ("png", "pdf")]}
 
 
 def final_targets():
     """The tables, figures and scores, and every evaluation result: one deleted by hand is made again. The beta
     regression's table only where the beta model is fitted (analysis.beta_model, R)."""
     beta = [BETA_REGRESSION["markdown"]] if BETA_MODEL else []
-    return [*all_eval_results(), DATASET_STATS, SCORES, REGRESSION["markdown"], *beta, *FIGURES, COST["markdown"]]
+    return [*all_eval_results(), DATASET_STATS, SCORES, REGRESSION["markdown"], *beta, *FIGURES, COST["markdown"],
+            MECHANISMS["markdown"], *MECHANISMS["figure"]]

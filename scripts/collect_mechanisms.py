@@ -1,0 +1,30 @@
+"""The mechanism measures of every cell as one table (Parquet, Markdown) and a figure against wp (PNG, PDF)."""
+
+import argparse
+import json
+
+import pandas as pd
+
+from plw.figures import mechanism_figure
+from plw.grid import cells, mechanism_result
+from plw.io import atomic_path, write_parquet, write_text
+from plw.mechanisms import mechanisms_markdown
+
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--grid", required=True, help="the grid, as JSON (plw.grid)")
+parser.add_argument("--wp-power", type=float, required=True)
+parser.add_argument("--parquet", required=True)
+parser.add_argument("--markdown", required=True)
+parser.add_argument("--figure", nargs=2, required=True, help="PNG and PDF paths")
+args = parser.parse_args()
+
+grid = json.loads(args.grid)
+table = pd.concat([pd.read_parquet(mechanism_result(grid, **cell)) for cell in cells(grid)], ignore_index=True)
+figure = mechanism_figure(table, args.wp_power)
+markdown = mechanisms_markdown(table)
+write_parquet(table, args.parquet)
+write_text(markdown, args.markdown)
+for path in args.figure:
+    with atomic_path(path) as tmp:
+        figure.save(tmp, format=path.rsplit(".", 1)[1], dpi=150, verbose=False)
+print(markdown)
