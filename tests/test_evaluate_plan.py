@@ -111,3 +111,11 @@ def test_demo_plan_has_21_evaluation_jobs(planning_copy):
     plan = run_snakemake(planning_copy, "-n").stdout
     counts = job_counts(plan)
     assert counts["evaluate"] == 6 * 3 and counts["evaluate_base"] == 3
+
+
+def test_the_later_designs_config_plans_its_grid_with_dolly_and_llama_3(planning_copy):
+    plan = run_snakemake(planning_copy, "-n", "--configfile", "config/paper_v4.yaml")
+    counts = job_counts(plan.stdout + plan.stderr)
+    cells = 3 * 4 * 10  # LLaMA-1 7B, LLaMA-2 7B, LLaMA-3 8B x AlpacaData, Cleaned, Short, dolly-15k x 10 PLW
+    assert counts["train"] == cells and counts["evaluate"] == cells * 11 and counts["evaluate_base"] == 3 * 11
+    assert counts["prepare_dataset"] == 3 and counts["derive_short"] == 3

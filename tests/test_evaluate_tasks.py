@@ -21,12 +21,14 @@ WMT = [
     ("plw_wmt14_fr_en", "translation/wmt14_fr-en.yaml", "fr", "en", "French", "English"),
     ("plw_wmt16_en_de", "translation/wmt16_en-de.yaml", "en", "de", "English", "German"),
     ("plw_wmt16_de_en", "translation/wmt16_de-en.yaml", "de", "en", "German", "English"),
+    ("plw_wmt16_en_ro", "translation/wmt16_en-ro.yaml", "en", "ro", "English", "Romanian"),
+    ("plw_wmt16_ro_en", "translation/wmt16_ro-en.yaml", "ro", "en", "Romanian", "English"),
 ]
 DEMO = {"demo_capitals": "capitals.jsonl", "demo_opposites": "opposites.jsonl",
         "demo_numbers_en_fr": "numbers_en_fr.jsonl"}
 # Upstream WMT rows: {"translation": {<lang>: <sentence>, ...}}
 SENTENCES = {"en": "The cat sits on the mat.", "fr": "Le chat est assis sur le tapis.",
-             "de": "Die Katze sitzt auf der Matte."}
+             "de": "Die Katze sitzt auf der Matte.", "ro": "Pisica stă pe covor."}
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 from plw.prompts import render_prompt
 
-LANGUAGES = {"en": "English", "fr": "French", "de": "German"}
+LANGUAGES = {"en": "English", "fr": "French", "de": "German", "ro": "Romanian"}
 
 
 def translation_instruction(source: str, target: str) -> str:
