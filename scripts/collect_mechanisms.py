@@ -6,7 +6,7 @@ import json
 import pandas as pd
 
 from plw.figures import mechanism_figure
-from plw.grid import cells, mechanism_result
+from plw.grid import cells, mechanism_result, memorization_result
 from plw.io import atomic_path, write_parquet, write_text
 from plw.mechanisms import mechanisms_markdown
 
@@ -19,7 +19,9 @@ parser.add_argument("--figure", nargs=2, required=True, help="PNG and PDF paths"
 args = parser.parse_args()
 
 grid = json.loads(args.grid)
-table = pd.concat([pd.read_parquet(mechanism_result(grid, **cell)) for cell in cells(grid)], ignore_index=True)
+keys = ["model", "dataset", "plw", "seed"]
+table = pd.concat([pd.read_parquet(mechanism_result(grid, **cell)).merge(
+    pd.read_parquet(memorization_result(grid, **cell)), on=keys) for cell in cells(grid)], ignore_index=True)
 figure = mechanism_figure(table, args.wp_power)
 markdown = mechanisms_markdown(table)
 write_parquet(table, args.parquet)

@@ -123,6 +123,7 @@ def test_interrupted_sweep_resumes_with_only_the_missing_jobs(reduced):
     mechanisms = pd.read_parquet(reduced / "results" / "tables" / "mechanisms.parquet")
     assert sorted(mechanisms["plw"]) == sorted(config["plw"])
     assert (mechanisms["loss_rsd"] > 0).all() and (mechanisms["weight_l2"] > 0).all()
+    assert mechanisms["memorization_bleu"].between(0, 100).all() and (mechanisms["memorization_prompts"] > 0).all()
 
 
 def test_failed_benchmark_leaves_the_others_done_and_reruns_alone(reduced):

@@ -1,5 +1,5 @@
-"""The mechanism measures: loss variability by hand, and weight distances of a model to itself, to a known
-perturbation, and to a fine-tuned model whose embeddings grew a [PAD] row."""
+"""The mechanism measures: loss variability by hand, weight distances of a model to itself, to a known
+perturbation, and to a fine-tuned model whose embeddings grew a [PAD] row, and memorization BLEU."""
 
 import math
 
@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from plw.mechanisms import loss_variability, weight_distance
+from plw.generate import greedy_completions
+from plw.mechanisms import loss_variability, memorization_bleu, weight_distance
 
 
 def test_loss_variability_is_the_relative_sample_sd():
@@ -56,3 +57,19 @@ def test_grown_embeddings_are_compared_on_the_base_models_rows(tiny_model_dir, t
     copy_with(tiny_model_dir, tmp_path / "tuned", add_a_row)
     distance = weight_distance(tiny_model_dir, tmp_path / "tuned", minkowski_p=2)
     assert distance["weight_l2"] == 0 and distance["grown_tensors"] == embeddings
+
+
+def test_a_model_that_repeats_its_training_completions_memorizes_them_at_bleu_100(demo_records):
+    completions = [record["output"] for record in demo_records[:20]]
+    assert memorization_bleu(completions, completions) == pytest.approx(100.0)
+    # a model that says something else for half of them memorizes less
+    other = [record["output"] for record in demo_records[20:30]]
+    assert memorization_bleu(other + completions[10:], completions) < 60
+
+
+def test_greedy_completions_continue_each_alpaca_prompt(tiny_model_dir, demo_records):
+    records = demo_records[:5]
+    completions = greedy_completions(str(tiny_model_dir), records, max_new_tokens=8, batch_size=2)
+    assert len(completions) == 5 and all(isinstance(completion, str) for completion in completions)
+    # greedy: the same prompt gives the same completion, alone or in a padded batch
+    assert greedy_completions(str(tiny_model_dir), records[3:4], max_new_tokens=8) == completions[3:4]

@@ -33,6 +33,10 @@ def mechanism_result(grid: dict, **cell) -> str:
     return f"{grid['results']}/mechanisms/{CELL}.parquet".format(**cell)
 
 
+def memorization_result(grid: dict, **cell) -> str:
+    return f"{grid['results']}/memorization/{CELL}.parquet".format(**cell)
+
+
 def base_eval_result(grid: dict, model: str, benchmark: str) -> str:
     return f"{grid['results']}/eval/{model}/base/{benchmark}.parquet"
 

@@ -1,4 +1,5 @@
-"""Why PLW matters, per cell: how much the training loss varied, and how far fine-tuning moved the weights.
+"""Why PLW matters, per cell: how much the training loss varied, how far fine-tuning moved the weights, and how
+much of its training completions the model reproduces (memorization).
 
 Weights are compared tensor by tensor from the models' safetensors files, so a 7B pair needs no more memory than
 one tensor of each. A tensor that fine-tuning grew (the embeddings and LM head gain rows for the [PAD] token that
@@ -18,6 +19,14 @@ def loss_variability(log: pd.DataFrame) -> dict:
     """The relative standard deviation of the logged training loss (its sample SD over its mean), and its mean."""
     loss = log["loss"].astype("float64")
     return {"loss_mean": float(loss.mean()), "loss_rsd": float(loss.std(ddof=1) / loss.mean())}
+
+
+def memorization_bleu(completions: list[str], references: list[str]) -> float:
+    """Corpus BLEU (sacrebleu, 0-100) of greedy completions of training prompts against their training completions:
+    100 for a model that repeats them word for word."""
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(completions, [references]).score)
 
 
 def safetensors_files(model_dir: str | Path) -> dict[str, Path]:
@@ -59,7 +68,8 @@ def weight_distance(base_dir: str | Path, tuned_dir: str | Path, minkowski_p: fl
 
 
 MEASURES = {"loss_rsd": "training loss, relative SD", "weight_l2": "weight distance from the base model, L2",
-            "weight_minkowski": "weight distance from the base model, Minkowski"}
+            "weight_minkowski": "weight distance from the base model, Minkowski",
+            "memorization_bleu": "memorization: BLEU of completions of training prompts"}
 
 
 def mechanisms_markdown(table: pd.DataFrame) -> str:
@@ -69,8 +79,11 @@ def mechanisms_markdown(table: pd.DataFrame) -> str:
              "Loss RSD: the sample standard deviation of the logged training loss over its mean. Weight distances: "
              f"between the fine-tuned and the base model's weights, L2 and Minkowski of order p = {p:g}; tensors that "
              "fine-tuning grew (the [PAD] row) are compared on the base model's rows.\n",
-             "| model | dataset | plw | seed | loss mean | loss RSD | weight L2 | weight Minkowski |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "Memorization: corpus BLEU (0-100) of the model's greedy completions of its first training prompts "
+             "against their training completions.\n",
+             "| model | dataset | plw | seed | loss mean | loss RSD | weight L2 | weight Minkowski | memorization BLEU "
+             "(prompts) |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     lines += [f"| {row.model} | {row.dataset} | {row.plw:g} | {row.seed} | {row.loss_mean:.4f} | {row.loss_rsd:.4f} | "
-              f"{row.weight_l2:.4g} | {row.weight_minkowski:.4g} |" for row in table.itertuples()]
+              f"{row.weight_l2:.4g} | {row.weight_minkowski:.4g} | {row.memorization_bleu:.2f} "
+              f"({row.memorization_prompts}) |" for row in table.itertuples()]
     return "\n".join(lines) + "\n"

@@ -1,8 +1,9 @@
 """Why PLW matters, per cell: the variability of its training loss and how far fine-tuning moved its weights from
-the base model's, then one table and one figure against wp. A job per cell: it reads two models' weight files,
-tensor by tensor."""
+the base model's (a job per cell that reads two models' weight files, tensor by tensor), and how much of its
+training completions it reproduces (a job per cell that generates, on a GPU where there is one); then one table
+and one figure against wp."""
 
-from plw.grid import cells, mechanism_result
+from plw.grid import cells, mechanism_result, memorization_result
 
 
 localrules:
@@ -35,9 +36,31 @@ rule mechanisms:
         " --minkowski-p {params.minkowski_p} --output {output:q} > {log:q} 2>&1"
 
 
+rule memorization:
+    input:
+        model=f"{RESULTS}/models/{CELL}/model",
+        data=lambda wildcards: training_data(wildcards.model, wildcards.dataset),
+    output:
+        f"{RESULTS}/memorization/{CELL}.parquet",
+    log:
+        f"{LOGS}/memorization/{CELL}.log",
+    params:
+        cell=lambda wildcards: as_json(dict(model=wildcards.model, dataset=wildcards.dataset,
+                                            plw=float(wildcards.plw), seed=int(wildcards.seed))),
+        records=config["analysis"]["memorization_records"],
+        max_new_tokens=config["analysis"]["memorization_max_new_tokens"],
+        offline=OFFLINE,
+    conda:
+        "../../envs/evaluate.yaml"
+    shell:
+        "{params.offline} python scripts/memorization.py --cell {params.cell:q} --model {input.model:q}"
+        " --data {input.data:q} --records {params.records} --max-new-tokens {params.max_new_tokens}"
+        " --output {output:q} > {log:q} 2>&1"
+
+
 rule collect_mechanisms:
     input:
-        [mechanism_result(GRID, **cell) for cell in cells(GRID)],
+        [path for cell in cells(GRID) for path in (mechanism_result(GRID, **cell), memorization_result(GRID, **cell))],
     output:
         parquet=MECHANISMS["parquet"],
         markdown=report(MECHANISMS["markdown"], caption="../report/mechanisms.rst", category="Tables"),
