@@ -75,7 +75,7 @@ MEASURES = {"loss_rsd": "training loss, relative SD", "weight_l2": "weight dista
 def mechanisms_markdown(table: pd.DataFrame) -> str:
     """The per-cell measures as Markdown, a row per cell."""
     p = table["minkowski_p"].iloc[0] if len(table) else float("nan")
-    lines = ["# Why PLW matters: training-loss variability and weight distance per cell\n",
+    lines = ["# Why PLW matters: training-loss variability, weight distance and memorization per cell\n",
              "Loss RSD: the sample standard deviation of the logged training loss over its mean. Weight distances: "
              f"between the fine-tuned and the base model's weights, L2 and Minkowski of order p = {p:g}; tensors that "
              "fine-tuning grew (the [PAD] row) are compared on the base model's rows.\n",
