@@ -156,6 +156,6 @@ def mechanism_figure(mechanisms: pd.DataFrame, power: float):
             + geom_point(size=2) + geom_line()
             + facet_grid("measure ~ dataset", scales="free_y")
             + wp_axis(data["plw"].to_numpy(), power)
-            + labs(y="", colour="model", title="Why PLW matters: loss variability and weight distance")
+            + labs(y="", colour="model", title="Why PLW matters: loss variability, weight distance, memorization")
             + theme_bw() + theme(figure_size=(3 + 3 * data["dataset"].nunique(), 7),
                                  axis_text_x=element_text(rotation=45)))

@@ -67,9 +67,9 @@ def weight_distance(base_dir: str | Path, tuned_dir: str | Path, minkowski_p: fl
             "minkowski_p": float(minkowski_p), "grown_tensors": ", ".join(grown)}
 
 
-MEASURES = {"loss_rsd": "training loss, relative SD", "weight_l2": "weight distance from the base model, L2",
-            "weight_minkowski": "weight distance from the base model, Minkowski",
-            "memorization_bleu": "memorization: BLEU of completions of training prompts"}
+# the figure's panel labels (its caption, workflow/report/mechanisms.rst, says what each is)
+MEASURES = {"loss_rsd": "loss RSD", "weight_l2": "weight L2", "weight_minkowski": "weight Minkowski",
+            "memorization_bleu": "memorization BLEU"}
 
 
 def mechanisms_markdown(table: pd.DataFrame) -> str:
