@@ -91,16 +91,22 @@ def start(prefix: Path, **settings) -> dict:
     return {"prefix": prefix, "env": slurm_env(prefix)}
 
 
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory):
-    """The first Slurm: one node of this machine's size."""
+def running_slurm(tmp_path_factory, **settings):
+    """A fixture's local Slurm (`settings` as local_slurm.sh takes them), stopped once the tests that use it end;
+    skipped where it cannot start."""
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         pytest.skip("starting a local Slurm needs root and apt-get")
     prefix = tmp_path_factory.mktemp("slurm")
     try:
-        yield start(prefix)
+        yield start(prefix, **settings)
     finally:
         local_slurm("stop", prefix, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """The first Slurm: one node of this machine's size."""
+    yield from running_slurm(tmp_path_factory)
 
 
 def slurm_run(instance: dict, *command: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -14,7 +14,6 @@
 The tests on the local Slurm need root (apt-get, daemons), as tests/test_slurm.py, whose helpers they use.
 """
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -33,10 +32,9 @@ from test_slurm import (
     args,
     finished_jobs,
     job_details,
-    local_slurm,
     planned_resources,
     reduced_demo_config,
-    start,
+    running_slurm,
     submitted_jobs,
     workflow_copy,
 )
@@ -99,13 +97,7 @@ def test_two_nodes_plan_an_mpi_job_of_two_tasks_and_nodes_times_gpus(tmp_path, m
 @pytest.fixture(scope="module")
 def slurm_of_four_cpus(tmp_path_factory):
     """A local Slurm whose node has 4 CPUs: two tasks of the train rule's 2 threads each."""
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("starting a local Slurm needs root and apt-get")
-    prefix = tmp_path_factory.mktemp("slurm")
-    try:
-        yield start(prefix, NCPU=4)
-    finally:
-        local_slurm("stop", prefix, timeout=120)
+    yield from running_slurm(tmp_path_factory, NCPU=4)
 
 
 @pytest.fixture(scope="module")
