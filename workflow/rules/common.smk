@@ -78,6 +78,12 @@ def base_model_input(wildcards):
     return base_model_files(wildcards.model)
 
 
+def revision_flag(wildcards):
+    """The model's Hub revision as a script option, where the config names one."""
+    revision = config["models"][wildcards.model].get("revision")
+    return f"--revision {shlex.quote(revision)}" if revision else ""
+
+
 def prefetched_model(wildcards):
     """The prefetch marker of a Hub model (none for a model on disk: local or built)."""
     return [] if base_model_files(wildcards.model) else [f"{PREFETCH}/models/{wildcards.model}.json"]
@@ -102,6 +108,12 @@ def training_data(model, dataset):
     if is_derived(dataset):
         return f"{RESULTS}/data/{model}/{dataset}.parquet"
     return normalized_dataset(dataset)
+
+
+def cell_json(wildcards):
+    """A fine-tuned cell as the scripts take it (--cell): its wildcards, PLW and seed as numbers."""
+    return as_json(dict(model=wildcards.model, dataset=wildcards.dataset, plw=float(wildcards.plw),
+                        seed=int(wildcards.seed)))
 
 
 # ---- the evaluations of the grid: evaluation and analysis -------------------------------------------

@@ -32,8 +32,7 @@ rule evaluate:
         model_path=lambda wildcards, input: input.model,
         local="--local-model",
         revision="",
-        cell=lambda wildcards: as_json(dict(model=wildcards.model, dataset=wildcards.dataset,
-                                            plw=float(wildcards.plw), seed=int(wildcards.seed))),
+        cell=cell_json,
         spec=lambda wildcards: EVALUATION_SPECS[wildcards.benchmark],
         settings=as_json(config["evaluation"]),
         offline=OFFLINE,
@@ -59,8 +58,7 @@ rule evaluate_base:
     params:
         model_path=lambda wildcards: base_model(wildcards.model),
         local=lambda wildcards: "--local-model" if base_model_files(wildcards.model) else "",
-        revision=lambda wildcards: (f"--revision {shlex.quote(config['models'][wildcards.model]['revision'])}"
-                                    if "revision" in config["models"][wildcards.model] else ""),
+        revision=revision_flag,
         cell=lambda wildcards: as_json(dict(model=wildcards.model, dataset=None, plw=None, seed=None)),
         spec=lambda wildcards: EVALUATION_SPECS[wildcards.benchmark],
         settings=as_json(config["evaluation"]),

@@ -21,11 +21,9 @@ rule mechanisms:
     log:
         f"{LOGS}/mechanisms/{CELL}.log",
     params:
-        cell=lambda wildcards: as_json(dict(model=wildcards.model, dataset=wildcards.dataset,
-                                            plw=float(wildcards.plw), seed=int(wildcards.seed))),
+        cell=cell_json,
         base=lambda wildcards: base_model(wildcards.model),
-        revision=lambda wildcards: (f"--revision {shlex.quote(config['models'][wildcards.model]['revision'])}"
-                                    if "revision" in config["models"][wildcards.model] else ""),
+        revision=revision_flag,
         minkowski_p=config["analysis"]["minkowski_p"],
         offline=OFFLINE,
     conda:
@@ -45,8 +43,7 @@ rule memorization:
     log:
         f"{LOGS}/memorization/{CELL}.log",
     params:
-        cell=lambda wildcards: as_json(dict(model=wildcards.model, dataset=wildcards.dataset,
-                                            plw=float(wildcards.plw), seed=int(wildcards.seed))),
+        cell=cell_json,
         records=config["analysis"]["memorization_records"],
         max_new_tokens=config["analysis"]["memorization_max_new_tokens"],
         offline=OFFLINE,
