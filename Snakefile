@@ -8,7 +8,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
-from plw.config_checks import ConfigError, check_config  # light: yaml only
+from plw.config_checks import ConfigError, check_config  # light: no torch
 
 
 min_version("9.0")

@@ -5,9 +5,10 @@ import json
 
 import pandas as pd
 
+from plw.analysis import CELL_KEYS
 from plw.figures import mechanism_figure
 from plw.grid import cells, mechanism_result, memorization_result
-from plw.io import atomic_path, write_parquet, write_text
+from plw.io import write_figure, write_parquet, write_text
 from plw.mechanisms import mechanisms_markdown
 
 parser = argparse.ArgumentParser(description=__doc__)
@@ -19,14 +20,12 @@ parser.add_argument("--figure", nargs=2, required=True, help="PNG and PDF paths"
 args = parser.parse_args()
 
 grid = json.loads(args.grid)
-keys = ["model", "dataset", "plw", "seed"]
 table = pd.concat([pd.read_parquet(mechanism_result(grid, **cell)).merge(
-    pd.read_parquet(memorization_result(grid, **cell)), on=keys) for cell in cells(grid)], ignore_index=True)
+    pd.read_parquet(memorization_result(grid, **cell)), on=CELL_KEYS) for cell in cells(grid)], ignore_index=True)
 figure = mechanism_figure(table, args.wp_power)
 markdown = mechanisms_markdown(table)
 write_parquet(table, args.parquet)
 write_text(markdown, args.markdown)
 for path in args.figure:
-    with atomic_path(path) as tmp:
-        figure.save(tmp, format=path.rsplit(".", 1)[1], dpi=150, verbose=False)
+    write_figure(figure, path)
 print(markdown)

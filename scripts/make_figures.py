@@ -5,7 +5,7 @@ import argparse
 import pandas as pd
 
 from plw.figures import aggregate_figure, benchmark_figure
-from plw.io import atomic_path
+from plw.io import write_figure
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--scores", required=True)
@@ -19,6 +19,5 @@ scores, regression = pd.read_parquet(args.scores), pd.read_parquet(args.regressi
 for figure, paths in ((aggregate_figure(scores, regression, args.wp_power), args.aggregate),
                       (benchmark_figure(scores, args.wp_power), args.benchmarks)):
     for path in paths:
-        with atomic_path(path) as tmp:
-            figure.save(tmp, format=path.rsplit(".", 1)[1], dpi=150, verbose=False)
+        write_figure(figure, path)
 print(f"wrote {' '.join(args.aggregate + args.benchmarks)}")

@@ -149,7 +149,7 @@ def main(args) -> None:
     from transformers.utils import is_torch_tf32_available
 
     from plw.attention import default_attention, packed_row_length, register_packed_sdpa
-    from plw.cell_guard import keep_finished
+    from plw.cell_guard import keep_finished, recorded_fingerprint
     from plw.io import atomic_path, write_parquet
     from plw.preemption import SaveAndStop, slurm_job_end
     from plw.provenance import code_version
@@ -284,7 +284,10 @@ def main(args) -> None:
                                                        else tensor for name, tensor in state_dict.items()})
             tokenizer.save_pretrained(tmp)
         write_parquet(log, args.output_log)
-        keep_finished(args.checkpoints, run_fingerprint_of(args), args.output_model, args.output_log)
+        # under the fingerprint that take_cell recorded before training (code edited since made none of this), or,
+        # for a torchrun started by hand, without take_cell, this run's
+        fingerprint = recorded_fingerprint(args.checkpoints) or run_fingerprint_of(args)
+        keep_finished(args.checkpoints, fingerprint, args.output_model, args.output_log)
         print(f"final loss {log['loss'].iloc[-1]:.4f} after {int(log['step'].iloc[-1])} steps")
 
 

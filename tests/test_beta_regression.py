@@ -8,7 +8,6 @@ reason, without them; the planning tests need no R: a PATH without Rscript stand
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import yaml
 from scipy.stats import chi2
 
 from plw.analysis import collect_scores, critical_weight
+from plw.config_checks import beta_model_unavailable
 from plw.evaluate import ROW_COLUMNS, ROW_TYPES
 from workflow_runner import REPO, copy_workflow, job_counts, run_snakemake
 
@@ -31,25 +31,18 @@ BETA_REFERENCE = REPO / "tests" / "reference" / "beta"
 SCORES = pd.read_csv(BETA_REFERENCE / "beta_scores.csv")  # made by make_beta_scores.py
 # glmmTMB's fits of SCORES, made without scripts/beta_regression.R (glmmtmb_reference.R)
 GLMMTMB = json.loads((BETA_REFERENCE / "glmmtmb_reference.json").read_text())["datasets"]
-R_PACKAGES = ("glmmTMB", "jsonlite")
 
 
-def r_missing() -> str | None:
-    """Why the beta model cannot be fitted here (None: it can), asked of R as the workflow asks it."""
-    rscript = shutil.which("Rscript")
-    if rscript is None:
-        return "needs Rscript with the R packages glmmTMB and jsonlite (Debian: r-cran-glmmtmb r-cran-jsonlite)"
-    probe = subprocess.run([rscript, "-e", "cat('missing:', Filter(function(name) !nzchar(system.file(package = "
-                            f"name)), c({', '.join(repr(name) for name in R_PACKAGES)})))"],
-                           capture_output=True, text=True, timeout=120, check=False)
-    lacking = probe.stdout.rpartition("missing:")[2].split()
-    if probe.returncode or "missing:" not in probe.stdout or lacking:
-        return f"needs the R packages glmmTMB and jsonlite; {rscript} lacks {' '.join(lacking) or probe.stderr}"
-    return None
+@pytest.fixture(scope="session")
+def r_with_glmmtmb():
+    """Skips, saying why, where the beta model cannot be fitted (R is asked once, as the workflow asks it)."""
+    reason = beta_model_unavailable()
+    if reason:
+        pytest.skip(f"needs Rscript with the R packages glmmTMB and jsonlite (Debian: r-cran-glmmtmb "
+                    f"r-cran-jsonlite): {reason}")
 
 
-R_MISSING = r_missing()
-needs_r = pytest.mark.skipif(R_MISSING is not None, reason=R_MISSING or "")
+needs_r = pytest.mark.usefixtures("r_with_glmmtmb")
 
 
 def squeezed_by_hand(scores: pd.Series) -> pd.Series:
@@ -70,11 +63,9 @@ def run_beta_regression(scores: pd.DataFrame, directory: Path) -> tuple[pd.DataF
 
 
 @pytest.fixture(scope="module")
-def beta_fits(tmp_path_factory) -> tuple[pd.DataFrame, str, pd.DataFrame]:
+def beta_fits(tmp_path_factory, r_with_glmmtmb) -> tuple[pd.DataFrame, str, pd.DataFrame]:
     """One run of the R script on the reference scores and three datasets made from them (loading R and glmmTMB
     takes most of its time)."""
-    if R_MISSING:
-        pytest.skip(R_MISSING)
     edges = SCORES[SCORES["dataset"] == "edges"]
     quadratic = SCORES[SCORES["dataset"] == "quadratic"]
     scores = pd.concat([

@@ -74,10 +74,16 @@ def _link_tree(source: Path, destination: Path) -> None:
             os.link(source, tmp)
 
 
+def recorded_fingerprint(directory: str | Path) -> str | None:
+    """The fingerprint of the run whose checkpoints (or, in `finished`, whose result) the folder holds."""
+    marker = Path(directory) / FINGERPRINT
+    return json.loads(marker.read_text()) if marker.is_file() else None
+
+
 def restore_finished(directory: str | Path, fingerprint: str, model_output: str, log_output: str) -> bool:
     """Hand back the finished result of this same run, if there is one."""
     finished = Path(directory) / FINISHED
-    if not (finished / FINGERPRINT).is_file() or json.loads((finished / FINGERPRINT).read_text()) != fingerprint:
+    if recorded_fingerprint(finished) != fingerprint:
         return False
     _link_tree(finished / "model", Path(model_output))
     _link_tree(finished / "train_log.parquet", Path(log_output))
@@ -88,13 +94,12 @@ def discard_other_runs(directory: str | Path, fingerprint: str) -> None:
     """Remove checkpoints and a finished result made by other arguments, data or code, then mark the folder as
     this run's, so that a resumed training continues only its own checkpoints."""
     directory = Path(directory)
-    marker = directory / FINGERPRINT
-    if marker.is_file() and json.loads(marker.read_text()) == fingerprint:
+    if recorded_fingerprint(directory) == fingerprint:
         return
     for path in directory.iterdir():
         if path.name != LOCK:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-    marker.write_text(json.dumps(fingerprint))
+    (directory / FINGERPRINT).write_text(json.dumps(fingerprint))
 
 
 def keep_finished(directory: str | Path, fingerprint: str, model_output: str, log_output: str) -> None:

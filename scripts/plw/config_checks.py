@@ -1,10 +1,13 @@
 """Checks of a config that its JSON schema cannot make, run while planning so no job starts on a bad config.
 
-Light on purpose (yaml, and pandas with patsy for the formula): the Snakefile imports it at parse time.
+Light on purpose: the Snakefile imports it at parse time. Beyond yaml, the formula check needs patsy (pandas is
+loaded by Snakemake's own validate), and the beta model's check asks Rscript (about 0.1 s).
 """
 
 import math
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -121,6 +124,28 @@ def check_formula(formula: str) -> None:
         check(formula)
     except FormulaError as error:
         raise ConfigError(f"config analysis.formula: {error}") from None
+
+
+R_PACKAGES = ("glmmTMB", "jsonlite")  # what scripts/beta_regression.R loads
+
+
+def beta_model_unavailable() -> str | None:
+    """Why the beta model (scripts/beta_regression.R) cannot be fitted here, or None: Rscript on PATH and the R
+    packages installed, asked without loading them. R's user files apply (as in the rule: a library in
+    ~/.Renviron's R_LIBS_USER counts); a marker sets the answer apart from what an ~/.Rprofile prints."""
+    rscript = shutil.which("Rscript")
+    if rscript is None:
+        return "no Rscript on PATH"
+    names = ", ".join(repr(name) for name in R_PACKAGES)
+    probe = f"cat('missing:', Filter(function(name) !nzchar(system.file(package = name)), c({names})))"
+    try:
+        asked = subprocess.run([rscript, "-e", probe], capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"{rscript} does not run ({error})"
+    lacking = asked.stdout.rpartition("missing:")[2].split()
+    if asked.returncode or "missing:" not in asked.stdout:
+        return f"{rscript} failed ({asked.stderr.strip()[-300:]})"
+    return f"{rscript} lacks the R package(s) {', '.join(lacking)}" if lacking else None
 
 
 def check_config(config: dict, files: list[str]) -> None:

@@ -21,6 +21,7 @@ from plotnine import (
 )
 
 from plw.analysis import CELL_KEYS, LINEAR_TERM, PERCENT_METRICS, QUADRATIC_TERM, primary_scores
+from plw.mechanisms import MEASURES
 
 SCORE_UNITS = "fraction; BLEU, chrF / 100"
 CRITICAL_SHAPES = {"vertex": "D", "grid end": "^"}
@@ -145,10 +146,8 @@ def benchmark_figure(scores: pd.DataFrame, power: float):
 
 def mechanism_figure(mechanisms: pd.DataFrame, power: float):
     """Each mechanism measure of every cell against wp: a row of panels per measure, a column per dataset."""
-    from plw.mechanisms import MEASURES
-
     data = (mechanisms.assign(wp=mechanisms["plw"] ** power)
-            .melt(id_vars=["model", "dataset", "plw", "seed", "wp"], value_vars=list(MEASURES), var_name="measure")
+            .melt(id_vars=[*CELL_KEYS, "wp"], value_vars=list(MEASURES), var_name="measure")
             .assign(measure=lambda frame: frame["measure"].map(MEASURES)))
     points = data.groupby(["model", "dataset", "measure", "plw"], as_index=False).agg(value=("value", "mean"),
                                                                                     wp=("wp", "first"))

@@ -33,6 +33,12 @@ def write_text(text: str, path: str | Path) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def write_figure(figure, path: str | Path) -> None:
+    """A plotnine figure, in the format its file name ends with."""
+    with atomic_path(path) as tmp:
+        figure.save(tmp, format=str(path).rsplit(".", 1)[1], dpi=150, verbose=False)
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from safetensors import safe_open
 
 
 def loss_variability(log: pd.DataFrame) -> dict:
@@ -31,6 +29,8 @@ def memorization_bleu(completions: list[str], references: list[str]) -> float:
 
 def safetensors_files(model_dir: str | Path) -> dict[str, Path]:
     """Tensor name -> the safetensors file that holds it (one file, or the shards that an index lists)."""
+    from safetensors import safe_open  # here, not at import: the analysis environment has no torch
+
     model_dir = Path(model_dir)
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
@@ -39,7 +39,10 @@ def safetensors_files(model_dir: str | Path) -> dict[str, Path]:
         return dict.fromkeys(tensors.keys(), model_dir / "model.safetensors")
 
 
-def _tensor(path: Path, name: str) -> torch.Tensor:
+def _tensor(path: Path, name: str):
+    import torch
+    from safetensors import safe_open
+
     with safe_open(path, "pt") as tensors:
         return tensors.get_tensor(name).to(torch.float64)
 

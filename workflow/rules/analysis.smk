@@ -1,12 +1,11 @@
 """Scores, the mixed-effects regression (Table 3), the beta mixed model, the figures and the cost table; light, so
 they run on the login node."""
 
-import shutil
 import subprocess
 
-from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 
+from plw.config_checks import beta_model_unavailable
 from plw.grid import costed_jobs
 
 localrules:
@@ -37,29 +36,12 @@ MAKE_FIGURES = ["python", "scripts/make_figures.py", "--scores", SCORES, "--regr
 # analysis.beta_model: true fits the beta model or refuses to plan; auto fits it where R can (with --sdm conda, its
 # environment envs/r.yaml brings R), else leaves it out and says so; false leaves it out. Only the main process asks
 # R: the rule is local, and a Slurm job's own Snakemake (on a compute node, maybe without R) runs one other job.
-# R is asked where glmmTMB and jsonlite are installed, without loading them: about 0.1 s per parse.
+# R is asked where glmmTMB and jsonlite are installed, without loading them (plw.config_checks): about 0.1 s a parse.
 BETA_MODEL_SETTING = config["analysis"]["beta_model"]
 BETA_MODEL_OFF = "analysis.beta_model is false" if BETA_MODEL_SETTING is False else None  # why it is left out
 if (BETA_MODEL_OFF is None and workflow.is_main_process
         and DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method):
-    _rscript = shutil.which("Rscript")
-    # R's user files apply (as in the rule: a library in ~/.Renviron's R_LIBS_USER counts); a marker sets the answer
-    # apart from what an ~/.Rprofile prints
-    _probe = "cat('missing:', Filter(function(name) !nzchar(system.file(package = name)), c('glmmTMB', 'jsonlite')))"
-    if _rscript is None:
-        BETA_MODEL_OFF = "no Rscript on PATH"
-    else:
-        try:
-            _asked = subprocess.run([_rscript, "-e", _probe], capture_output=True, text=True, timeout=120,
-                                    check=False)
-        except (OSError, subprocess.TimeoutExpired) as error:
-            BETA_MODEL_OFF = f"{_rscript} does not run ({error})"
-        else:
-            _lacking = _asked.stdout.rpartition("missing:")[2].split()
-            if _asked.returncode or "missing:" not in _asked.stdout:
-                BETA_MODEL_OFF = f"{_rscript} failed ({_asked.stderr.strip()[-300:]})"
-            elif _lacking:
-                BETA_MODEL_OFF = f"{_rscript} lacks the R package(s) {', '.join(_lacking)}"
+    BETA_MODEL_OFF = beta_model_unavailable()
     if BETA_MODEL_OFF and BETA_MODEL_SETTING is True:
         raise WorkflowError(f"config analysis.beta_model is true, but the beta model cannot be fitted here: "
                             f"{BETA_MODEL_OFF}. Install R with glmmTMB and jsonlite (Debian: apt-get install "
@@ -73,7 +55,7 @@ BETA_MODEL = BETA_MODEL_OFF is None
 
 rule collect_scores:
     input:
-        all_eval_results(),
+        ALL_EVAL_RESULTS,
         CHECKED_METRICS,
     output:
         SCORES,
@@ -169,8 +151,6 @@ onerror:
     # and regression.md and the figures describe the same partial data (only once every primary metric passed
     # check_metric: the regression must not maximize a metric that failed it).
     if workflow.execution_settings.keep_going and not workflow.dryrun:
-        import subprocess
-
         steps = [[*COLLECT_SCORES, "--allow-missing"]]
         if all(os.path.exists(path) for path in CHECKED_METRICS):
             steps += [FIT_REGRESSION, MAKE_FIGURES]

@@ -9,8 +9,8 @@ import shlex
 import sys
 
 # light modules (no torch at parse time), on the path that the Snakefile set
-from plw.config_checks import is_local_path  # noqa: E402
-from plw.grid import CELL, expected_evaluations, format_plw  # noqa: E402
+from plw.config_checks import is_local_path
+from plw.grid import CELL, expected_evaluations, format_plw
 
 # Scripts run as `python scripts/X.py`: find the interpreter that runs Snakemake first (a --sdm conda
 # environment, activated per job, still comes before it).
@@ -74,6 +74,10 @@ def base_model_files(model):
     return [path] if "build" in config["models"][model] or is_local_path(path) else []
 
 
+def base_model_path(wildcards):
+    return base_model(wildcards.model)
+
+
 def base_model_input(wildcards):
     return base_model_files(wildcards.model)
 
@@ -103,6 +107,10 @@ def normalized_dataset(dataset):
     return f"{RESULTS}/data/{dataset}.parquet"
 
 
+def training_data_input(wildcards):
+    return training_data(wildcards.model, wildcards.dataset)
+
+
 def training_data(model, dataset):
     """Derived datasets depend on the model's tokenizer, so they are built per model."""
     if is_derived(dataset):
@@ -119,8 +127,7 @@ def cell_json(wildcards):
 # ---- the evaluations of the grid: evaluation and analysis -------------------------------------------
 
 
-def all_eval_results():
-    return [row["path"] for row in expected_evaluations(GRID)]
+ALL_EVAL_RESULTS = [row["path"] for row in expected_evaluations(GRID)]
 
 
 # ---- the analysis' results, and the workflow's targets -----------------------------------------------
@@ -142,5 +149,5 @@ def final_targets():
     """The tables, figures and scores, and every evaluation result: one deleted by hand is made again. The beta
     regression's table only where the beta model is fitted (analysis.beta_model, R)."""
     beta = [BETA_REGRESSION["markdown"]] if BETA_MODEL else []
-    return [*all_eval_results(), DATASET_STATS, SCORES, REGRESSION["markdown"], *beta, *FIGURES, COST["markdown"],
+    return [*ALL_EVAL_RESULTS, DATASET_STATS, SCORES, REGRESSION["markdown"], *beta, *FIGURES, COST["markdown"],
             MECHANISMS["markdown"], *MECHANISMS["figure"]]

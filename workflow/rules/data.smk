@@ -59,7 +59,7 @@ rule derive_short:
     log:
         f"{LOGS}/derive_short/{{model}}/{{dataset}}.log",
     params:
-        tokenizer=lambda wildcards: base_model(wildcards.model),
+        tokenizer=base_model_path,
         model_spec=lambda wildcards: as_json(config["models"][wildcards.model]),
     conda:
         "../../envs/data.yaml"

@@ -56,7 +56,7 @@ rule evaluate_base:
     benchmark:
         f"{COSTS}/evaluate_base/{{model}}/{{benchmark}}.tsv"
     params:
-        model_path=lambda wildcards: base_model(wildcards.model),
+        model_path=base_model_path,
         local=lambda wildcards: "--local-model" if base_model_files(wildcards.model) else "",
         revision=revision_flag,
         cell=lambda wildcards: as_json(dict(model=wildcards.model, dataset=None, plw=None, seed=None)),

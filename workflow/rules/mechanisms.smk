@@ -22,7 +22,7 @@ rule mechanisms:
         f"{LOGS}/mechanisms/{CELL}.log",
     params:
         cell=cell_json,
-        base=lambda wildcards: base_model(wildcards.model),
+        base=base_model_path,
         revision=revision_flag,
         minkowski_p=config["analysis"]["minkowski_p"],
         offline=OFFLINE,
@@ -37,7 +37,7 @@ rule mechanisms:
 rule memorization:
     input:
         model=f"{RESULTS}/models/{CELL}/model",
-        data=lambda wildcards: training_data(wildcards.model, wildcards.dataset),
+        data=training_data_input,
     output:
         f"{RESULTS}/memorization/{CELL}.parquet",
     log:

@@ -3,7 +3,7 @@
 
 rule train:
     input:
-        data=lambda wildcards: training_data(wildcards.model, wildcards.dataset),
+        data=training_data_input,
         base=base_model_input,
         prefetched=prefetched_model,
     output:
@@ -18,7 +18,7 @@ rule train:
         # must resume from them.
         checkpoints=f"{RESULTS}/checkpoints/{CELL}",
         tracking=f"{RESULTS}/tracking/{CELL}",
-        base=lambda wildcards: base_model(wildcards.model),
+        base=base_model_path,
         model_spec=lambda wildcards: as_json(config["models"][wildcards.model]),
         settings=as_json(config["training"]),
         # GPUs per node: the job's (one node) or the profile's gpus_per_node (several)
