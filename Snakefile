@@ -21,7 +21,8 @@ if not workflow.overwrite_configfiles:
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
-# What the schema cannot check (duplicate YAML keys, NaN and -0.0, missing local files, batch sizes), before any job.
+# What the schema cannot check (duplicate YAML keys, NaN and -0.0, missing local files, derivations, attention and
+# batch settings, the formula), before any job.
 try:
     check_config(config, workflow.overwrite_configfiles or ["config/config.yaml"])
 except ConfigError as error:

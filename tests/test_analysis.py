@@ -53,7 +53,7 @@ def result_frame(cell: dict, benchmark: str, values: dict[str, float]) -> pd.Dat
 
 
 def expected_frame(cells: list[dict], benchmarks: list[str]) -> pd.DataFrame:
-    """Like the workflow's EXPECTED_EVALUATIONS once collect_scores.py has dropped the path column."""
+    """Like plw.grid.expected_evaluations once collect_scores.py has dropped the path column."""
     return pd.DataFrame([{**cell, "benchmark": benchmark} for cell in cells for benchmark in benchmarks])
 
 

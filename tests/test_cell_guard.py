@@ -93,6 +93,7 @@ def test_the_fingerprint_follows_arguments_and_data(tmp_path):
     assert run_fingerprint({"plw": 0.1}, str(data)) != first
 
 
+@pytest.mark.slow
 def test_after_a_lost_head_on_slurm_only_this_workflows_trainings_are_waited_for(tmp_path, monkeypatch, capsys):
     from plw import slurm_orphans
 

@@ -140,7 +140,7 @@ rule cost_table:
 
 onsuccess:
     print(f"\nResults are in {os.path.abspath(RESULTS)}: scores.parquet, tables/ (dataset_stats.md, "
-          f"regression.md{', beta_regression.md' if BETA_MODEL else ''}), figures/. "
+          f"regression.md{', beta_regression.md' if BETA_MODEL else ''}, cost.md, mechanisms.md), figures/. "
           "HTML report: snakemake --report results/report.html")
     if not BETA_MODEL:
         print(f"The beta regression was left out: {BETA_MODEL_OFF}.")
