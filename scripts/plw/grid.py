@@ -41,14 +41,15 @@ def base_eval_result(grid: dict, model: str, benchmark: str) -> str:
     return f"{grid['results']}/eval/{model}/base/{benchmark}.parquet"
 
 
-def _typed(cell: dict) -> dict:
+def typed_cell(cell: dict) -> dict:
+    """A cell as the scripts and tables take it: PLW and seed as numbers, not as spelled in paths."""
     return {**cell, "plw": float(cell["plw"]), "seed": int(cell["seed"])}
 
 
 def expected_evaluations(grid: dict) -> list[dict]:
     """Every evaluation result of the grid with its cell ({path, model, dataset, plw, seed, benchmark}); base
     models have no dataset, plw or seed."""
-    rows = [{**_typed(cell), "benchmark": benchmark, "path": eval_result(grid, benchmark, **cell)}
+    rows = [{**typed_cell(cell), "benchmark": benchmark, "path": eval_result(grid, benchmark, **cell)}
             for cell in cells(grid) for benchmark in grid["benchmarks"]]
     if grid["evaluate_base_models"]:
         rows += [dict(model=model, dataset=None, plw=None, seed=None, benchmark=benchmark,
@@ -62,9 +63,9 @@ def costed_jobs(grid: dict) -> list[dict]:
     costs, results = f"{grid['results']}/benchmarks", grid["results"]
     jobs = []
     for cell in cells(grid):
-        jobs.append({"stage": "train", **_typed(cell), "benchmark_tsv": f"{costs}/train/{CELL}.tsv".format(**cell),
+        jobs.append({"stage": "train", **typed_cell(cell), "benchmark_tsv": f"{costs}/train/{CELL}.tsv".format(**cell),
                      "result": f"{results}/models/{CELL}/train_log.parquet".format(**cell)})
-        jobs += [{"stage": "evaluate", **_typed(cell), "benchmark": benchmark,
+        jobs += [{"stage": "evaluate", **typed_cell(cell), "benchmark": benchmark,
                   "benchmark_tsv": f"{costs}/evaluate/{CELL}/{benchmark}.tsv".format(**cell),
                   "result": eval_result(grid, benchmark, **cell)} for benchmark in grid["benchmarks"]]
     if grid["evaluate_base_models"]:

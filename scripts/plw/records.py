@@ -70,9 +70,14 @@ def problem(record, columns: dict) -> str | None:
     return None
 
 
+def is_empty_completion(outputs: pd.Series) -> pd.Series:
+    """Which completions are empty or blank."""
+    return outputs.str.strip() == ""
+
+
 def empty_completions(table: pd.DataFrame) -> int:
     """Records whose completion is empty or blank: valid (the completion is the EOS token alone), but counted."""
-    return int((table["output"].str.strip() == "").sum())
+    return int(is_empty_completion(table["output"]).sum())
 
 
 def normalize(records: list, *, columns: dict | None = None, source: str = "records",

@@ -5,6 +5,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from plw.records import is_empty_completion
+
 FIELDS = ("instruction", "input", "output")
 
 
@@ -14,7 +16,7 @@ def token_counts(records: pd.DataFrame, count_tokens: Callable[[list[str]], list
     counts = pd.DataFrame({field: count_tokens(records[field].tolist()) for field in FIELDS})
     for field in FIELDS:
         counts[f"{field}_characters"] = records[field].str.len().to_numpy()
-    counts["empty_completion"] = (records["output"].str.strip() == "").to_numpy()
+    counts["empty_completion"] = is_empty_completion(records["output"]).to_numpy()
     return counts
 
 

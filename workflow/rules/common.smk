@@ -10,7 +10,7 @@ import sys
 
 # light modules (no torch at parse time), on the path that the Snakefile set
 from plw.config_checks import is_local_path
-from plw.grid import CELL, expected_evaluations, format_plw
+from plw.grid import CELL, expected_evaluations, format_plw, typed_cell
 
 # Scripts run as `python scripts/X.py`: find the interpreter that runs Snakemake first (a --sdm conda
 # environment, activated per job, still comes before it).
@@ -120,8 +120,8 @@ def training_data(model, dataset):
 
 def cell_json(wildcards):
     """A fine-tuned cell as the scripts take it (--cell): its wildcards, PLW and seed as numbers."""
-    return as_json(dict(model=wildcards.model, dataset=wildcards.dataset, plw=float(wildcards.plw),
-                        seed=int(wildcards.seed)))
+    return as_json(typed_cell(dict(model=wildcards.model, dataset=wildcards.dataset, plw=wildcards.plw,
+                                   seed=wildcards.seed)))
 
 
 # ---- the evaluations of the grid: evaluation and analysis -------------------------------------------
