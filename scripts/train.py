@@ -266,7 +266,8 @@ def main(args) -> None:
         raise SystemExit(f"stopped on {stop.reason} after saving checkpoint-{trainer.state.global_step}; "
                          "a rerun resumes from it")
     if trainer.is_fsdp_enabled:
-        print(f"rank {trainer.args.process_index}: {sharding(trainer.model)}", flush=True)
+        # one write, newline included: print's two writes let the ranks' lines run into each other in the log
+        print(f"rank {trainer.args.process_index}: {sharding(trainer.model)}\n", end="", flush=True)
 
     # Under FSDP each rank holds a shard: gathering the full weights (onto rank 0) is a collective of all ranks.
     state_dict = trainer.accelerator.get_state_dict(trainer.model)
