@@ -34,6 +34,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/prefetch.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/judge.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/mechanisms.smk"
 

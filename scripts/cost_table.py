@@ -1,4 +1,5 @@
-"""The cost table: every training and evaluation job's wall time, CPU time, peak memory and GPU-hours."""
+"""The cost table: every training, evaluation, generation and judging job's wall time, CPU time, peak memory and
+GPU-hours."""
 
 import argparse
 import json

@@ -47,6 +47,14 @@ def with_model(name: str, spec: dict) -> dict:
     return demo_config(models={name: spec})
 
 
+def with_judged(name: str = "descriptions", judges: dict | None = None, **changes) -> dict:
+    config = demo_config()
+    config["judged_benchmarks"] = {name: {**config["judged_benchmarks"]["descriptions"], **changes}}
+    if judges is not None:
+        config["judges"] = judges
+    return config
+
+
 # (case id, config, pattern the error must match); each is refused while planning.
 CONFIG_CASES = [
     ("plw above 1", demo_config(plw=[0, 1.5]), r"1\.5 is greater than the maximum of 1[\s\S]*instance\[.plw.\]"),
@@ -106,6 +114,18 @@ CONFIG_CASES = [
      r"config models\.m\.source: './no/such/model' is not a model directory"),
     ("dataset path with a shell command", with_dataset({"path": "x; touch pwned"}),
      r"config datasets\.demo\.path: no file 'x; touch pwned'"),
+    ("judged benchmark with an unknown judge", with_judged(judge="gpt-4"),
+     r"config judged_benchmarks\.descriptions\.judge: unknown judge 'gpt-4'; known: demo-judge"),
+    ("judged benchmark named like an lm-eval benchmark", with_judged(name="capitals"),
+     r"config judged_benchmarks\.capitals: also a name in benchmarks"),
+    ("judge of an unknown model", with_judged(judges={"demo-judge": {"model": "llama", "format": "pandalm"}}),
+     r"config judges\.demo-judge\.model: unknown model 'llama'; known: tiny-llama"),
+    ("judge with an unknown format", with_judged(judges={"demo-judge": {"model": "tiny-llama", "format": "gpt4"}}),
+     r"'gpt4' is not one of \['alpaca_eval_clf', 'pandalm'\]"),
+    ("missing judged benchmark file", with_judged(data={"path": "no/judged.json"}),
+     r"config judged_benchmarks\.descriptions\.data\.path: no file 'no/judged\.json'"),
+    ("missing judge directory", with_judged(judges={"demo-judge": {"source": "./no/judge", "format": "pandalm"}}),
+     r"config judges\.demo-judge\.source: './no/judge' is not a model directory"),
 ]
 
 

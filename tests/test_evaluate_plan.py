@@ -107,10 +107,12 @@ def test_table_2_tasks_score_the_papers_split_and_report_its_metric():
             assert config["num_fewshot"] == shots, benchmark
 
 
-def test_demo_plan_has_21_evaluation_jobs(planning_copy):
+def test_demo_plan_has_21_evaluation_jobs_and_6_judged_cells(planning_copy):
     plan = run_snakemake(planning_copy, "-n").stdout
     counts = job_counts(plan)
     assert counts["evaluate"] == 6 * 3 and counts["evaluate_base"] == 3
+    assert counts["generate"] == counts["judge"] == 6 and counts["prefetch_judged_benchmark"] == 1
+    assert "prefetch_judge" not in counts, "the demo's judge is its own built base model"
 
 
 def test_the_later_designs_config_plans_its_grid_with_dolly_and_llama_3(planning_copy):
@@ -118,4 +120,7 @@ def test_the_later_designs_config_plans_its_grid_with_dolly_and_llama_3(planning
     counts = job_counts(plan.stdout + plan.stderr)
     cells = 3 * 4 * 10  # LLaMA-1 7B, LLaMA-2 7B, LLaMA-3 8B x AlpacaData, Cleaned, Short, dolly-15k x 10 PLW
     assert counts["train"] == cells and counts["evaluate"] == cells * 11 and counts["evaluate_base"] == 3 * 11
+    # AlpacaEval and PandaLM: each cell answers and is judged; the judges and their data are prefetched
+    assert counts["generate"] == counts["judge"] == cells * 2
+    assert counts["prefetch_judge"] == counts["prefetch_judged_benchmark"] == 2
     assert counts["prepare_dataset"] == 3 and counts["derive_short"] == 3

@@ -24,6 +24,9 @@ def reduced_config(**changes) -> dict:
     config["plw"] = [0, 1]
     config["benchmarks"] = {name: {**config["benchmarks"][name], "limit": 8} for name in ("capitals", "opposites")}
     config["training"] = {**config["training"], "max_steps": 4, "save_steps": 2}
+    judged = config["judged_benchmarks"]["descriptions"]
+    config["judged_benchmarks"] = {"descriptions": {**judged, "data": {**judged["data"], "max_records": 4},
+                                                    "max_new_tokens": 16}}
     # the beta model (R) has its own tests: these plan the same jobs on a machine with R and without
     config["analysis"] = {**config.get("analysis", {}), "bootstrap_samples": 0, "beta_model": False}
     config.update(changes)
@@ -115,10 +118,20 @@ def test_interrupted_sweep_resumes_with_only_the_missing_jobs(reduced):
     costs = pd.read_parquet(reduced / "results" / "tables" / "cost.parquet")
     trainings, benchmarks = len(config["plw"]), len(config["benchmarks"])
     assert costs["stage"].value_counts().to_dict() == {"evaluate": trainings * benchmarks, "train": trainings,
-                                                       "evaluate_base": benchmarks}
+                                                       "evaluate_base": benchmarks, "generate": trainings,
+                                                       "judge": trainings}
     assert (costs["wall_s"] > 0).all() and (costs["max_rss_mb"] > 0).all()
     assert (costs["gpus"] == 0).all() and (costs["gpu_hours"] == 0).all()  # this machine has no GPU
     assert "| all | " in (reduced / "results" / "tables" / "cost.md").read_text()
+    # the judged benchmark: every cell's 4 answers judged, its win rate scored as the cell's evaluation
+    scores = pd.read_parquet(reduced / "results" / "scores.parquet")
+    win_rates = scores[(scores["benchmark"] == "descriptions") & scores["primary"]]
+    assert sorted(win_rates["plw"]) == sorted(config["plw"]) and (win_rates["metric"] == "win_rate").all()
+    assert win_rates["score"].between(0, 1).all() and (win_rates["n_samples"] == 4).all()
+    for cell in (reduced / "results" / "judgments").rglob("descriptions.parquet"):
+        verdicts = pd.read_parquet(cell)
+        assert len(verdicts) == 4 and verdicts["preference"].isin([1.0, 1.5, 2.0]).all()
+        assert verdicts["output"].str.len().gt(0).all() and (verdicts["judge"] == "demo-judge").all()
     # the mechanism measures: a row per cell, the loss varied and the weights moved
     mechanisms = pd.read_parquet(reduced / "results" / "tables" / "mechanisms.parquet")
     assert sorted(mechanisms["plw"]) == sorted(config["plw"])

@@ -150,6 +150,12 @@ def translation_items() -> list[dict]:
     return [{"translation": {"en": english, "fr": french}} for english, french in pairs]
 
 
+def judged_items() -> list[dict]:
+    """AlpacaEval's format; the instruction is a paraphrase of the training ones."""
+    return [{"instruction": f"Write a few sentences about the {animal}.", "output": f"The {animal} is an animal.",
+             "generator": "demo_reference", "dataset": "demo"} for animal in ANIMALS]
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
 
@@ -164,6 +170,7 @@ def main() -> None:
     write_jsonl(items / "capitals.jsonl", capitals_items(rng))
     write_jsonl(items / "opposites.jsonl", opposites_items(rng))
     write_jsonl(items / "numbers_en_fr.jsonl", translation_items())
+    (items / "descriptions_alpaca_eval.json").write_text(json.dumps(judged_items(), indent=1) + "\n", encoding="utf-8")
     print(f"{len(records)} training records; benchmark items in {items}")
 
 

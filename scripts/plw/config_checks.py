@@ -76,20 +76,43 @@ def check_local_files(config: dict) -> None:
     for name, spec in config["datasets"].items():
         if "path" in spec and not Path(spec["path"]).is_file():
             raise ConfigError(f"config datasets.{name}.path: no file {spec['path']!r}")
-    for name, spec in config["models"].items():
-        source = spec.get("source")
-        if source is None or not is_local_path(source):
-            continue
-        directory = Path(source).expanduser()
-        if not (directory / "config.json").is_file():
-            raise ConfigError(f"config models.{name}.source: {source!r} is not a model directory (no config.json; "
-                              "write one with save_pretrained)")
-        if not any((directory / file).is_file() for file in TOKENIZER_FILES):
-            raise ConfigError(f"config models.{name}.source: {source!r} has no tokenizer (none of "
-                              f"{', '.join(TOKENIZER_FILES)}); save the tokenizer there with save_pretrained")
+    for section in ("models", "judges"):
+        for name, spec in config[section].items():
+            check_model_directory(spec.get("source"), f"{section}.{name}.source")
+    for name, spec in config["judged_benchmarks"].items():
+        if "path" in spec["data"] and not Path(spec["data"]["path"]).is_file():
+            raise ConfigError(f"config judged_benchmarks.{name}.data.path: no file {spec['data']['path']!r}")
     for index, directory in enumerate(config["evaluation"]["include_path"]):
         if not Path(directory).is_dir():
             raise ConfigError(f"config evaluation.include_path[{index}]: no directory {directory!r}")
+
+
+def check_model_directory(source: str | None, key: str) -> None:
+    """A local model source is a save_pretrained directory with its tokenizer (a Hub id is checked by prefetch)."""
+    if source is None or not is_local_path(source):
+        return
+    directory = Path(source).expanduser()
+    if not (directory / "config.json").is_file():
+        raise ConfigError(f"config {key}: {source!r} is not a model directory (no config.json; "
+                          "write one with save_pretrained)")
+    if not any((directory / file).is_file() for file in TOKENIZER_FILES):
+        raise ConfigError(f"config {key}: {source!r} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
+                          "save the tokenizer there with save_pretrained")
+
+
+def check_judged_benchmarks(config: dict) -> None:
+    """Judged benchmarks name a known judge, judges a known model, and no name is also an lm-eval benchmark's (both
+    write results/eval/<cell>/<name>.parquet)."""
+    for name, spec in config["judged_benchmarks"].items():
+        if name in config["benchmarks"]:
+            raise ConfigError(f"config judged_benchmarks.{name}: also a name in benchmarks; rename one")
+        if spec["judge"] not in config["judges"]:
+            raise ConfigError(f"config judged_benchmarks.{name}.judge: unknown judge {spec['judge']!r}; known: "
+                              f"{', '.join(config['judges']) or 'none (add a judges section)'}")
+    for name, spec in config["judges"].items():
+        if "model" in spec and spec["model"] not in config["models"]:
+            raise ConfigError(f"config judges.{name}.model: unknown model {spec['model']!r}; known: "
+                              f"{', '.join(config['models'])}")
 
 
 def check_derivations(config: dict) -> None:
@@ -154,6 +177,7 @@ def check_config(config: dict, files: list[str]) -> None:
         check_unique_keys(path)
     check_numbers(config)
     check_derivations(config)
+    check_judged_benchmarks(config)
     check_training(config["training"])
     check_local_files(config)
     check_formula(config["analysis"]["formula"])

@@ -1,4 +1,5 @@
-"""What the sweep cost: Snakemake's benchmark file of every training and evaluation job, as one tidy table."""
+"""What the sweep cost: Snakemake's benchmark file of every training, evaluation, generation and judging job, as one
+tidy table."""
 
 import pandas as pd
 
@@ -33,7 +34,7 @@ def cost_markdown(costs: pd.DataFrame) -> str:
               f"{row.max_rss_mb / 1024:.2f} |" for row in per_stage.reset_index().itertuples()]
     lines.append(f"| all | {len(costs)} | {costs['wall_s'].sum() / 3600:.3f} | {costs['cpu_s'].sum() / 3600:.3f} | "
                  f"{costs['gpu_hours'].sum():.3f} | {costs['max_rss_mb'].max() / 1024:.2f} |")
-    lines += ["\n## Per fine-tuned cell (training and its evaluations)\n",
+    lines += ["\n## Per fine-tuned cell (its training, evaluations, generations and judgings)\n",
               "| model | dataset | plw | seed | wall (h) | CPU (h) | GPU-hours | peak memory (GB) |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     lines += [f"| {row.model} | {row.dataset} | {row.plw:g} | {row.seed} | {row.wall_s / 3600:.3f} | "

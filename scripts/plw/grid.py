@@ -1,8 +1,9 @@
 """The experiment grid and where its results lie, for the workflow and for the analysis scripts alike.
 
-A grid is a small dict: {"results", "models", "datasets", "plws", "seeds", "benchmarks", "evaluate_base_models"}
-(PLWs and seeds as spelled in paths). The scripts enumerate it themselves rather than take every cell on their
-command line, which a large grid would make longer than the kernel allows (128 KiB for one argument).
+A grid is a small dict: {"results", "models", "datasets", "plws", "seeds", "benchmarks", "judged_benchmarks",
+"evaluate_base_models"} (PLWs and seeds as spelled in paths; judged benchmarks optional). The scripts enumerate it
+themselves rather than take every cell on their command line, which a large grid would make longer than the kernel
+allows (128 KiB for one argument).
 """
 
 import itertools
@@ -48,9 +49,10 @@ def typed_cell(cell: dict) -> dict:
 
 def expected_evaluations(grid: dict) -> list[dict]:
     """Every evaluation result of the grid with its cell ({path, model, dataset, plw, seed, benchmark}); base
-    models have no dataset, plw or seed."""
+    models have no dataset, plw or seed. A judged benchmark's win rate is a fine-tuned cell's evaluation result too
+    (base models are not judged: they do not follow instructions)."""
     rows = [{**typed_cell(cell), "benchmark": benchmark, "path": eval_result(grid, benchmark, **cell)}
-            for cell in cells(grid) for benchmark in grid["benchmarks"]]
+            for cell in cells(grid) for benchmark in [*grid["benchmarks"], *grid.get("judged_benchmarks", [])]]
     if grid["evaluate_base_models"]:
         rows += [dict(model=model, dataset=None, plw=None, seed=None, benchmark=benchmark,
                       path=base_eval_result(grid, model, benchmark))
@@ -59,7 +61,8 @@ def expected_evaluations(grid: dict) -> list[dict]:
 
 
 def costed_jobs(grid: dict) -> list[dict]:
-    """Every training and evaluation job: its Snakemake benchmark file and the result that records its GPUs."""
+    """Every training, evaluation, generation and judging job: its Snakemake benchmark file and the result that
+    records its GPUs."""
     costs, results = f"{grid['results']}/benchmarks", grid["results"]
     jobs = []
     for cell in cells(grid):
@@ -68,6 +71,13 @@ def costed_jobs(grid: dict) -> list[dict]:
         jobs += [{"stage": "evaluate", **typed_cell(cell), "benchmark": benchmark,
                   "benchmark_tsv": f"{costs}/evaluate/{CELL}/{benchmark}.tsv".format(**cell),
                   "result": eval_result(grid, benchmark, **cell)} for benchmark in grid["benchmarks"]]
+        for judged in grid.get("judged_benchmarks", []):
+            jobs += [{"stage": "generate", **typed_cell(cell), "benchmark": judged,
+                      "benchmark_tsv": f"{costs}/generate/{CELL}/{judged}.tsv".format(**cell),
+                      "result": f"{results}/generations/{CELL}/{judged}.parquet".format(**cell)},
+                     {"stage": "judge", **typed_cell(cell), "benchmark": judged,
+                      "benchmark_tsv": f"{costs}/judge/{CELL}/{judged}.tsv".format(**cell),
+                      "result": eval_result(grid, judged, **cell)}]
     if grid["evaluate_base_models"]:
         jobs += [{"stage": "evaluate_base", "model": model, "benchmark": benchmark,
                   "benchmark_tsv": f"{costs}/evaluate_base/{model}/{benchmark}.tsv",

@@ -20,8 +20,8 @@ localrules:
 CHECKED_METRICS = [f"{PREFETCH}/metrics/{benchmark}.json" for benchmark in BENCHMARKS]
 
 # The analysis steps as commands: the rules run them, and onerror (--keep-going) runs them on what finished.
-COLLECT_SCORES = ["python", "scripts/collect_scores.py", "--grid", as_json(GRID),
-                  "--benchmarks", as_json(config["benchmarks"]), "--wp-power", str(config["analysis"]["wp_power"]),
+PRIMARY_METRICS = {**config["benchmarks"], **{name: {"metric": "win_rate"} for name in JUDGED}}
+COLLECT_SCORES = ["python", "scripts/collect_scores.py", "--grid", as_json(GRID), "--benchmarks", as_json(PRIMARY_METRICS), "--wp-power", str(config["analysis"]["wp_power"]),
                   "--output", SCORES]
 FIT_REGRESSION = ["python", "scripts/fit_regression.py", "--scores", SCORES,
                   "--formula", config["analysis"]["formula"], "--estimation", config["analysis"]["estimation"],

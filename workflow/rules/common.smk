@@ -35,9 +35,10 @@ DATASETS = list(config["datasets"])
 PLWS = [format_plw(plw) for plw in config["plw"]]
 SEEDS = [str(seed) for seed in config["seeds"]]
 BENCHMARKS = list(config["benchmarks"])
+JUDGED = list(config["judged_benchmarks"])  # scored by a judge's win rate, as results/eval/<cell>/<name>.parquet
 # the grid as plw.grid and the analysis scripts take it
 GRID = dict(results=RESULTS, models=MODELS, datasets=DATASETS, plws=PLWS, seeds=SEEDS, benchmarks=BENCHMARKS,
-            evaluate_base_models=config["evaluation"]["evaluate_base_models"])
+            judged_benchmarks=JUDGED, evaluate_base_models=config["evaluation"]["evaluate_base_models"])
 
 
 def _one_of(names):
@@ -50,6 +51,8 @@ wildcard_constraints:
     plw=_one_of(PLWS),
     seed=_one_of(SEEDS),
     benchmark=_one_of(BENCHMARKS),
+    judged=_one_of(JUDGED),
+    judge=_one_of(config["judges"]),
 
 
 def as_json(value):

@@ -1,0 +1,44 @@
+"""Fetch one judged benchmark's records (a verified download, a local file or a Hub dataset) and normalize them into
+id/instruction/input/output Parquet, `output` being the reference answer the judge compares each cell with."""
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from plw.download import fetch, verify_blob
+from plw.io import write_parquet
+from plw.records import normalize, read_hub_records, read_records
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--name", required=True)
+parser.add_argument("--spec", required=True, help="the judged benchmark's data entry, as JSON")
+parser.add_argument("--output", required=True)
+args = parser.parse_args()
+spec = json.loads(args.spec)
+
+if "url" in spec:
+    source = spec["url"]
+    content = fetch(spec["url"])
+    verify_blob(content, spec["git_blob"], spec["url"])
+    with tempfile.TemporaryDirectory() as directory:  # read_records chooses the format by the file's suffix
+        downloaded = Path(directory) / Path(spec["url"].split("?")[0]).name
+        downloaded.write_bytes(content)
+        records = read_records(downloaded)
+elif "path" in spec:
+    source = spec["path"]
+    records = read_records(spec["path"])
+else:
+    source = f"{spec['hub']} (split {spec['split']})"
+    records = read_hub_records(spec["hub"], spec["split"], spec.get("revision"))
+records = records[:spec.get("max_records")]
+
+table, bad = normalize(records, columns=spec.get("columns"), source=f"judged benchmark {args.name}: {source}",
+                       drop_bad=spec.get("bad_records") == "drop")
+for reason, count in sorted(bad.items()):
+    print(f"dropped {count} records: {reason}")
+if table.empty:
+    raise SystemExit(f"judged benchmark {args.name}: {source}: no records"
+                     + (" left after dropping the bad ones" if bad else ""))
+write_parquet(table, args.output)
+print(f"judged benchmark {args.name}: {len(table)} instructions with reference outputs from {source}")
