@@ -5,7 +5,7 @@ import json
 
 import pandas as pd
 
-from plw.analysis import CELL_KEYS
+from plw.analysis import CELL_KEYS, with_completion_weight
 from plw.figures import mechanism_figure
 from plw.grid import cells, mechanism_result, memorization_result
 from plw.io import write_figure, write_parquet, write_text
@@ -20,8 +20,9 @@ parser.add_argument("--figure", nargs=2, required=True, help="PNG and PDF paths"
 args = parser.parse_args()
 
 grid = json.loads(args.grid)
-table = pd.concat([pd.read_parquet(mechanism_result(grid, **cell)).merge(
-    pd.read_parquet(memorization_result(grid, **cell)), on=CELL_KEYS) for cell in cells(grid)], ignore_index=True)
+table = pd.concat([with_completion_weight(pd.read_parquet(mechanism_result(grid, **cell))).merge(
+    with_completion_weight(pd.read_parquet(memorization_result(grid, **cell))), on=CELL_KEYS) for cell in cells(grid)],
+    ignore_index=True)
 figure = mechanism_figure(table, args.wp_power)
 markdown = mechanisms_markdown(table)
 write_parquet(table, args.parquet)

@@ -25,7 +25,8 @@ items = pd.read_parquet(args.data).rename(columns={"output": "reference"})
 prompts = items.drop_duplicates(["instruction", "input"])
 prompts = prompts.assign(output=greedy_completions(args.model, prompts.to_dict("records"), args.max_new_tokens))
 generations = items.merge(prompts[["instruction", "input", "output"]], on=["instruction", "input"], how="left")
-generations["generator"] = "{model}/{dataset}/plw-{plw}/seed-{seed}".format(**cell)
+generations["generator"] = ("{model}/{dataset}/plw {plw:g}, completion weight {completion_weight:g}/seed {seed}"
+                             .format(**{"completion_weight": 1, **cell}))
 generations["dataset"] = args.benchmark
 generations["gpus"] = int(torch.cuda.is_available())  # greedy_completions runs on one GPU where there is one
 write_parquet(generations, args.output)

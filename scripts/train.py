@@ -127,6 +127,14 @@ def run_fingerprint_of(args) -> str:
     return run_fingerprint({key: value for key, value in vars(args).items() if key not in where}, args.data)
 
 
+def tracking_run_name(args, settings: dict) -> str:
+    """The run's name in the trackers: the cell (the rule names it by model, dataset, PLW and seed), and its
+    completion weight where that is not the paper's 1."""
+    name = args.run_name or str(Path(args.output_model).parent)
+    weight = settings["completion_weight"]
+    return name if weight == 1 else f"{name} (completion weight {weight:g})"
+
+
 def take_cell(args) -> bool:
     """Hold the cell (waiting for another process that trains it); False when this same run finished before and
     its result was handed back, so nothing is left to train."""
@@ -228,7 +236,7 @@ def main(args) -> None:
         data_seed=args.seed,
         remove_unused_columns=False,
         report_to=settings["report_to"],
-        run_name=args.run_name or str(Path(args.output_model).parent),
+        run_name=tracking_run_name(args, settings),
         disable_tqdm=True,
         average_tokens_across_devices=True,
     )

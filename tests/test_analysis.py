@@ -58,25 +58,29 @@ def expected_frame(cells: list[dict], benchmarks: list[str]) -> pd.DataFrame:
 
 
 def synthetic_scores(*, models=("m1",), datasets=("d1",), seeds=(1,), n_benchmarks=8, slope=0.3, curvature=-0.25,
-                     noise=0.01, base_models=False, drop=(), not_finite=(), seed=0):
+                     noise=0.01, base_models=False, drop=(), not_finite=(), seed=0, completion_weights=(1,)):
     """Scores from score = 0.5 + slope·wp + curvature·wp² + benchmark intercept + noise, collected.
 
     Even-numbered benchmarks report BLEU (0-100, so collect_scores must divide by 100), the others acc; each
     evaluation also reports a secondary metric that must not be taken as primary. `drop` lists
     (cell, benchmark) pairs whose result frame is left out, as if that evaluation never finished; `not_finite`
-    those whose primary metric is NaN, as lm-eval reports a metric it could not compute.
+    those whose primary metric is NaN, as lm-eval reports a metric it could not compute. A completion weight other
+    than 1 scales slope and curvature by itself and is written in the cell, as plw.grid.typed_cell writes it.
     """
     rng = np.random.default_rng(seed)
     benchmarks = [f"bench{index}" for index in range(n_benchmarks)]
     primary = {name: "bleu" if index % 2 == 0 else "acc" for index, name in enumerate(benchmarks)}
     intercepts = dict(zip(benchmarks, rng.normal(0, 0.05, n_benchmarks)))
-    cells = [dict(model=model, dataset=dataset, plw=float(plw), seed=seed_)
-             for model in models for dataset in datasets for plw in PLW_GRID for seed_ in seeds]
+    cells = [dict(model=model, dataset=dataset, plw=float(plw), seed=seed_) | (
+             {"completion_weight": float(weight)} if weight != 1 else {})
+             for model in models for dataset in datasets for weight in completion_weights for plw in PLW_GRID
+             for seed_ in seeds]
     frames = []
     for cell in cells:
-        wp = cell["plw"] ** POWER
+        wp, weight = cell["plw"] ** POWER, cell.get("completion_weight", 1)
         for benchmark in benchmarks:
-            score = 0.5 + slope * wp + curvature * wp ** 2 + intercepts[benchmark] + rng.normal(0, noise)
+            score = (0.5 + weight * (slope * wp + curvature * wp ** 2) + intercepts[benchmark]
+                     + rng.normal(0, noise))
             if (cell, benchmark) in drop:
                 continue
             value = score * 100 if primary[benchmark] == "bleu" else score
@@ -146,7 +150,7 @@ def test_a_cell_without_result_is_listed_as_missing_and_left_out_of_the_fits():
 
     # base-model evaluations (null dataset, plw and seed) that exist are found, not listed as missing
     assert missing_cells(scores).to_dict("records") == [
-        dict(model="m1", dataset="d1", plw=0.5, seed=1, benchmark="bench3", status="missing")]
+        dict(model="m1", dataset="d1", completion_weight=1.0, plw=0.5, seed=1, benchmark="bench3", status="missing")]
 
     fitted = primary_scores(scores)
     assert len(fitted) == len(PLW_GRID) * 4 - 1  # one primary row per finished evaluation, no base rows
@@ -160,11 +164,23 @@ def test_a_cell_without_result_is_listed_as_missing_and_left_out_of_the_fits():
     assert "| m1 | d1 | 0.5 | 1 | bench3 | missing |" in markdown
 
 
+def test_each_completion_weight_of_a_grid_is_fitted_apart():
+    scores = synthetic_scores(n_benchmarks=4, completion_weights=(1, 0.5))
+    assert sorted(scores["completion_weight"].unique()) == [0.5, 1.0]
+    table = regression_table(scores, FORMULA, POWER, bootstrap_samples=0)
+    slopes = table[(table["model"] == "pooled") & (table["term"] == "wp")].set_index("dataset")["estimate"]
+    assert sorted(slopes.index) == ["d1", "d1 (completion weight 0.5)"]
+    assert slopes["d1"] == pytest.approx(0.3, abs=0.05)
+    assert slopes["d1 (completion weight 0.5)"] == pytest.approx(0.15, abs=0.05)
+    assert table["n_observations"].eq(len(PLW_GRID) * 4).all()
+
+
 def test_a_primary_score_that_is_not_finite_is_listed_and_left_out_of_the_fits():
     broken = (dict(model="m1", dataset="d1", plw=0.1, seed=1), "bench1")
     scores = synthetic_scores(n_benchmarks=4, not_finite=[broken])
     assert missing_cells(scores).to_dict("records") == [
-        dict(model="m1", dataset="d1", plw=0.1, seed=1, benchmark="bench1", status="not finite")]
+        dict(model="m1", dataset="d1", completion_weight=1.0, plw=0.1, seed=1, benchmark="bench1",
+             status="not finite")]
     assert len(primary_scores(scores)) == len(PLW_GRID) * 4 - 1
     table = regression_table(scores, FORMULA, POWER, bootstrap_samples=0)
     assert table["estimate"].notna().all()
@@ -537,13 +553,14 @@ def test_cost_rows_take_snakemakes_benchmark_file_and_count_gpu_hours(tmp_path):
     tsv = tmp_path / "train.tsv"
     tsv.write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
                    "1800.5\t0:30:00\t2048.0\t4096.0\t1.0\t1.0\t0.0\t0.0\t95.0\t3600.0\n")
-    train = job_cost(str(tsv), 4, stage="train", model="m", dataset="d", plw=0.1, seed=42)
-    evaluation = job_cost(str(tsv), 1, stage="evaluate", model="m", dataset="d", plw=0.1, seed=42, benchmark="b")
-    assert train == {"stage": "train", "model": "m", "dataset": "d", "plw": 0.1, "seed": 42, "benchmark": None,
+    cell = dict(model="m", dataset="d", completion_weight=1.0, plw=0.1, seed=42)
+    train = job_cost(str(tsv), 4, stage="train", **cell)
+    evaluation = job_cost(str(tsv), 1, stage="evaluate", **cell, benchmark="b")
+    assert train == {"stage": "train", **cell, "benchmark": None,
                      "wall_s": 1800.5, "cpu_s": 3600.0, "max_rss_mb": 2048.0, "gpus": 4,
                      "gpu_hours": pytest.approx(4 * 1800.5 / 3600)}
     markdown = cost_markdown(pd.DataFrame([train, evaluation]))
     # per stage, the whole sweep, and the cell's training with its evaluation: 5 GPU-hours in 1 h of wall time
     assert "| train | 1 | 0.500 | 1.000 | 2.001 | 2.00 |" in markdown
     assert "| all | 2 | 1.000 | 2.000 | 2.501 | 2.00 |" in markdown
-    assert "| m | d | 0.1 | 42 | 1.000 | 2.000 | 2.501 | 2.00 |" in markdown
+    assert "| m | d | 1 | 0.1 | 42 | 1.000 | 2.000 | 2.501 | 2.00 |" in markdown

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from plw.download import git_blob_id, verify_blob
-from plw.grid import format_plw
+from plw.grid import cell_row, cells, eval_result, format_plw, typed_cell
 from plw.records import COLUMNS, BadRecordError, empty_completions, normalize, read_records
 from plw.short import NO_INPUT_INSTRUCTION, derive_short
 from plw.stats import dataset_stats, to_markdown, token_counts
@@ -447,3 +447,16 @@ def test_format_plw_round_trips_every_paper_value():
     texts = [format_plw(plw) for plw in plws]
     assert len(set(texts)) == len(plws)
     assert all(float(text) == float(plw) and "e" not in text.lower() for text, plw in zip(texts, plws))
+
+
+def test_a_grid_of_several_completion_weights_keeps_the_paths_of_weight_1_and_spells_the_others():
+    grid = dict(results="results", models=["m"], datasets=["d"], plws=["0", "0.1"], seeds=["42"], benchmarks=["b"])
+    paths_without_the_axis = {eval_result(grid, "b", **cell) for cell in cells(grid)}
+    with_axis = list(cells({**grid, "completion_weights": [1, 0.5]}))
+    assert {eval_result(grid, "b", **cell) for cell in with_axis} == paths_without_the_axis | {
+        "results/eval/m/d/plw-0_cw-0.5/seed-42/b.parquet", "results/eval/m/d/plw-0.1_cw-0.5/seed-42/b.parquet"}
+    paper, other = with_axis[1], with_axis[3]  # plw 0.1 at weights 1 and 0.5
+    # the scripts' --cell of a weight-1 cell reads as before the axis existed (its jobs' parameters unchanged)
+    assert typed_cell(paper) == dict(model="m", dataset="d", plw=0.1, seed=42)
+    assert typed_cell(other) == dict(model="m", dataset="d", plw=0.1, seed=42, completion_weight=0.5)
+    assert cell_row(paper)["completion_weight"] == 1.0 and cell_row(other)["completion_weight"] == 0.5

@@ -124,3 +124,22 @@ def test_the_later_designs_config_plans_its_grid_with_dolly_and_llama_3(planning
     assert counts["generate"] == counts["judge"] == cells * 2
     assert counts["prefetch_judge"] == counts["prefetch_judged_benchmark"] == 2
     assert counts["prepare_dataset"] == 3 and counts["derive_short"] == 3
+
+
+def test_several_completion_weights_are_an_axis_that_keeps_the_paths_and_settings_of_weight_1(planning_copy):
+    config = planning_copy / "config" / "completion_weights.yaml"
+    demo = (planning_copy / "config" / "config.yaml").read_text()
+    config.write_text(demo.replace("  max_length: 128\n", "  max_length: 128\n  completion_weight: [1, 0.5]\n"))
+
+    def trainings(*args) -> dict[str, str]:
+        plan = run_snakemake(planning_copy, "-n", "--printshellcmds", "--forceall", *args)
+        commands = [line for line in plan.stdout.splitlines() if "scripts/train.py" in line]
+        return {re.search(r"--output-model (\S+)", line).group(1): line for line in commands}
+
+    single, axis = trainings(), trainings("--configfile", str(config))
+    assert len(axis) == 2 * len(single) == 12
+    for model, command in single.items():  # weight 1: the same paths and the same settings as without the axis
+        assert axis[model] == command and '"completion_weight": 1' in command
+    others = {model: command for model, command in axis.items() if model not in single}
+    assert all("/plw-" in model and "_cw-0.5/seed-42/model" in model for model in others)
+    assert all('"completion_weight": 0.5' in command for command in others.values())

@@ -7,13 +7,21 @@ import pandas as pd
 import pytest
 import torch
 
-from plw.judge import (JUDGE_FORMATS, chat_text, continuation_logprobs, judge_prompts, preference, verdict_logprobs,
-                       win_rate)
+from plw.judge import (
+    JUDGE_FORMATS,
+    chat_text,
+    continuation_logprobs,
+    judge_prompts,
+    preference,
+    verdict_logprobs,
+    win_rate,
+)
 
 
 def items(n: int = 6) -> pd.DataFrame:
     return pd.DataFrame({"instruction": [f"Write about animal number {i}." for i in range(n)], "input": [""] * n,
-                         "reference": [f"reference {i}" for i in range(n)], "output": [f"answer {i}" for i in range(n)]})
+                         "reference": [f"reference {i}" for i in range(n)],
+                         "output": [f"answer {i}" for i in range(n)]})
 
 
 def test_the_win_rate_of_a_hand_made_case_counts_a_tie_as_half():

@@ -17,7 +17,7 @@ import pandas as pd
 from plw.evaluate import ROW_COLUMNS
 
 PERCENT_METRICS = {"bleu", "chrf", "ter"}
-CELL_KEYS = ["model", "dataset", "plw", "seed"]
+CELL_KEYS = ["model", "dataset", "completion_weight", "plw", "seed"]
 SCORE_COLUMNS = [*ROW_COLUMNS, "status", "wp", "score", "primary"]  # what collect_scores writes
 LINEAR_TERM, QUADRATIC_TERM = "wp", "I(wp ** 2)"  # λ's terms, as the formula parser names wp and I(wp**2)
 ESTIMATIONS = ("reml", "ml")
@@ -30,16 +30,24 @@ REGRESSION_COLUMNS = ["dataset", "model", "term", "estimate", "stderr", "p_value
 LOG_THETA_GRID = np.log(np.logspace(-4, 7, 23))
 
 
+def with_completion_weight(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of fine-tuned cells with their completion weight: 1 where the row has none (a cell of the paper's weight
+    is written without it, plw.grid.typed_cell); base-model rows keep none."""
+    weight = frame.get("completion_weight", pd.Series(np.nan, index=frame.index)).astype("float64")
+    return frame.assign(completion_weight=weight.where(weight.notna() | frame["plw"].isna(), 1.0))
+
+
 def collect_scores(frames: list[pd.DataFrame], expected: pd.DataFrame, primary_metric: dict[str, str],
                    power: float) -> pd.DataFrame:
     """All evaluation rows, plus one row with status 'missing' for each expected (cell, benchmark) without
     results, a wp column, the score as a fraction, and the configured primary metric flagged. A primary score
     that is not a finite number (lm-eval can report NaN) gets status 'not finite' and stays out of the fits."""
-    scores = (pd.concat(frames, ignore_index=True) if frames
-              else pd.DataFrame(columns=[*expected.columns, "metric", "value", "stderr"]))
+    scores = with_completion_weight(pd.concat(frames, ignore_index=True) if frames
+                                    else pd.DataFrame(columns=[*expected.columns, "metric", "value", "stderr"]))
     scores["status"] = "ok"
-    found = scores[["model", "dataset", "plw", "seed", "benchmark"]].drop_duplicates()
-    missing = expected.merge(found, how="left", indicator=True).query("_merge == 'left_only'").drop(columns="_merge")
+    found = scores[[*CELL_KEYS, "benchmark"]].drop_duplicates()
+    missing = (with_completion_weight(expected).merge(found, how="left", indicator=True)
+               .query("_merge == 'left_only'").drop(columns="_merge"))
     missing = missing.assign(metric=missing["benchmark"].map(primary_metric), status="missing")
     scores = pd.concat([scores, missing], ignore_index=True)
     scores["plw"] = scores["plw"].astype("float64")
@@ -52,9 +60,19 @@ def collect_scores(frames: list[pd.DataFrame], expected: pd.DataFrame, primary_m
     return scores
 
 
+def analysis_scope(frame: pd.DataFrame) -> pd.Series:
+    """The dataset as the fits and figures scope it: a completion weight other than the paper's 1 is an experiment
+    of its own ("alpaca (completion weight 0.5)"), so a grid with several is fitted per weight."""
+    labels = [dataset if pd.isna(weight) or weight == 1 else f"{dataset} (completion weight {weight:g})"
+              for dataset, weight in zip(frame["dataset"], frame["completion_weight"])]
+    return pd.Series(labels, index=frame.index, dtype=frame["dataset"].dtype)
+
+
 def primary_scores(scores: pd.DataFrame) -> pd.DataFrame:
-    """The primary metric of every fine-tuned cell that has a result (base-model rows have no plw)."""
-    return scores[scores["primary"] & (scores["status"] == "ok") & scores["plw"].notna()].copy()
+    """The primary metric of every fine-tuned cell that has a result (base-model rows have no plw), its dataset
+    scoped by completion weight (analysis_scope)."""
+    data = scores[scores["primary"] & (scores["status"] == "ok") & scores["plw"].notna()]
+    return data.assign(dataset=analysis_scope(data))
 
 
 def missing_cells(scores: pd.DataFrame) -> pd.DataFrame:
@@ -324,7 +342,7 @@ def regression_markdown(table: pd.DataFrame, missing: pd.DataFrame, formula: str
     else:
         lines.append("These evaluations have no usable result and are left out of the fits, not averaged away:\n")
         lines.append("| model | dataset | plw | seed | benchmark | status |\n| --- | --- | --- | --- | --- | --- |")
-        for row in missing.itertuples():
+        for row in missing.assign(dataset=analysis_scope(missing)).itertuples():
             plw = "base" if pd.isna(row.plw) else row.plw
             lines.append(f"| {row.model} | {row.dataset} | {plw} | {row.seed} | {row.benchmark} | {row.status} |")
     return "\n".join(lines) + "\n"

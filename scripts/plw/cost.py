@@ -3,7 +3,7 @@ tidy table."""
 
 import pandas as pd
 
-JOB_KEYS = ["stage", "model", "dataset", "plw", "seed", "benchmark"]
+JOB_KEYS = ["stage", "model", "dataset", "completion_weight", "plw", "seed", "benchmark"]
 COST_COLUMNS = [*JOB_KEYS, "wall_s", "cpu_s", "max_rss_mb", "gpus", "gpu_hours"]
 
 
@@ -23,7 +23,7 @@ def cost_markdown(costs: pd.DataFrame) -> str:
     per_stage = costs.groupby("stage", sort=False).agg(jobs=("wall_s", "size"), **sums,
                                                        max_rss_mb=("max_rss_mb", "max"))
     cells = costs[costs["plw"].notna()]
-    per_cell = cells.groupby(["model", "dataset", "plw", "seed"], as_index=False).agg(
+    per_cell = cells.groupby(["model", "dataset", "completion_weight", "plw", "seed"], as_index=False).agg(
         **sums, max_rss_mb=("max_rss_mb", "max"))
     lines = ["# Cost of the sweep\n", "Measured by Snakemake's `benchmark:` of each job (its processes' wall and CPU "
              "time, peak resident memory); GPU-hours are the GPUs a job used times its wall time. Per job: "
@@ -35,9 +35,11 @@ def cost_markdown(costs: pd.DataFrame) -> str:
     lines.append(f"| all | {len(costs)} | {costs['wall_s'].sum() / 3600:.3f} | {costs['cpu_s'].sum() / 3600:.3f} | "
                  f"{costs['gpu_hours'].sum():.3f} | {costs['max_rss_mb'].max() / 1024:.2f} |")
     lines += ["\n## Per fine-tuned cell (its training, evaluations, generations and judgings)\n",
-              "| model | dataset | plw | seed | wall (h) | CPU (h) | GPU-hours | peak memory (GB) |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {row.model} | {row.dataset} | {row.plw:g} | {row.seed} | {row.wall_s / 3600:.3f} | "
+              "| model | dataset | completion weight | plw | seed | wall (h) | CPU (h) | GPU-hours "
+              "| peak memory (GB) |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {row.model} | {row.dataset} | {row.completion_weight:g} | {row.plw:g} | {row.seed} | "
+              f"{row.wall_s / 3600:.3f} | "
               f"{row.cpu_s / 3600:.3f} | {row.gpu_hours:.3f} | {row.max_rss_mb / 1024:.2f} |"
               for row in per_cell.itertuples()]
     return "\n".join(lines) + "\n"

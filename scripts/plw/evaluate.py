@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-ROW_COLUMNS = ["model", "dataset", "plw", "seed", "benchmark", "task", "metric", "value", "stderr",
-               "num_fewshot", "n_samples", "lm_eval_version", "gpus", "code_commit", "code_modified"]
-ROW_TYPES = {"model": "string", "dataset": "string", "plw": "float64", "seed": "Int64", "benchmark": "string",
-             "task": "string", "metric": "string", "value": "float64", "stderr": "float64",
+ROW_COLUMNS = ["model", "dataset", "completion_weight", "plw", "seed", "benchmark", "task", "metric", "value",
+               "stderr", "num_fewshot", "n_samples", "lm_eval_version", "gpus", "code_commit", "code_modified"]
+ROW_TYPES = {"model": "string", "dataset": "string", "completion_weight": "float64", "plw": "float64", "seed": "Int64",
+             "benchmark": "string", "task": "string", "metric": "string", "value": "float64", "stderr": "float64",
              "num_fewshot": "int64", "n_samples": "int64", "lm_eval_version": "string", "gpus": "int64",
              "code_commit": "string", "code_modified": "boolean"}
 

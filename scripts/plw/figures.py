@@ -20,7 +20,7 @@ from plotnine import (
     theme_bw,
 )
 
-from plw.analysis import CELL_KEYS, LINEAR_TERM, PERCENT_METRICS, QUADRATIC_TERM, primary_scores
+from plw.analysis import CELL_KEYS, LINEAR_TERM, PERCENT_METRICS, QUADRATIC_TERM, analysis_scope, primary_scores
 from plw.mechanisms import MEASURES
 
 SCORE_UNITS = "fraction; BLEU, chrF / 100"
@@ -45,6 +45,7 @@ def aggregate_points(scores: pd.DataFrame) -> pd.DataFrame:
     cell with a benchmark that has no usable score (missing, not finite): its mean is over the others alone."""
     points = cell_means(primary_scores(scores), CELL_KEYS)
     lacking = scores[scores["primary"] & (scores["status"] != "ok") & scores["plw"].notna()]
+    lacking = lacking.assign(dataset=analysis_scope(lacking))
     points["complete"] = ~pd.MultiIndex.from_frame(points[CELL_KEYS]).isin(
         pd.MultiIndex.from_frame(lacking[CELL_KEYS]))
     return points
@@ -146,7 +147,7 @@ def benchmark_figure(scores: pd.DataFrame, power: float):
 
 def mechanism_figure(mechanisms: pd.DataFrame, power: float):
     """Each mechanism measure of every cell against wp: a row of panels per measure, a column per dataset."""
-    data = (mechanisms.assign(wp=mechanisms["plw"] ** power)
+    data = (mechanisms.assign(wp=mechanisms["plw"] ** power, dataset=analysis_scope(mechanisms))
             .melt(id_vars=[*CELL_KEYS, "wp"], value_vars=list(MEASURES), var_name="measure")
             .assign(measure=lambda frame: frame["measure"].map(MEASURES)))
     points = data.groupby(["model", "dataset", "measure", "plw"], as_index=False).agg(value=("value", "mean"),

@@ -1,7 +1,8 @@
 """The experiment grid and where its results lie, for the workflow and for the analysis scripts alike.
 
-A grid is a small dict: {"results", "models", "datasets", "plws", "seeds", "benchmarks", "judged_benchmarks",
-"evaluate_base_models"} (PLWs and seeds as spelled in paths; judged benchmarks optional). The scripts enumerate it
+A grid is a small dict: {"results", "models", "datasets", "completion_weights", "plws", "seeds", "benchmarks",
+"judged_benchmarks", "evaluate_base_models"} (completion weights, PLWs and seeds as spelled in paths; completion
+weights and judged benchmarks optional). The scripts enumerate it
 themselves rather than take every cell on their command line, which a large grid would make longer than the kernel
 allows (128 KiB for one argument).
 """
@@ -10,7 +11,8 @@ import itertools
 
 import numpy as np
 
-CELL = "{model}/{dataset}/plw-{plw}/seed-{seed}"
+# {cw}: '' for the paper's completion weight 1 (the paths of a grid without that axis), else '_cw-<weight>'
+CELL = "{model}/{dataset}/plw-{plw}{cw}/seed-{seed}"
 
 
 def format_plw(plw: float) -> str:
@@ -20,10 +22,16 @@ def format_plw(plw: float) -> str:
     return text
 
 
+def completion_weight_suffix(weight) -> str:
+    """A completion weight as its cells' paths spell it after the PLW: '' for 1, '_cw-0.5' for 0.5."""
+    return "" if float(weight) == 1 else f"_cw-{format_plw(weight)}"
+
+
 def cells(grid: dict):
-    """Every (model, dataset, plw, seed) of the grid, as wildcard dicts."""
-    for model, dataset, plw, seed in itertools.product(grid["models"], grid["datasets"], grid["plws"], grid["seeds"]):
-        yield dict(model=model, dataset=dataset, plw=plw, seed=seed)
+    """Every (model, dataset, completion weight, plw, seed) of the grid, as wildcard dicts."""
+    for model, dataset, weight, plw, seed in itertools.product(
+            grid["models"], grid["datasets"], grid.get("completion_weights", [1]), grid["plws"], grid["seeds"]):
+        yield dict(model=model, dataset=dataset, plw=plw, cw=completion_weight_suffix(weight), seed=seed)
 
 
 def eval_result(grid: dict, benchmark: str, **cell) -> str:
@@ -43,18 +51,29 @@ def base_eval_result(grid: dict, model: str, benchmark: str) -> str:
 
 
 def typed_cell(cell: dict) -> dict:
-    """A cell as the scripts and tables take it: PLW and seed as numbers, not as spelled in paths."""
-    return {**cell, "plw": float(cell["plw"]), "seed": int(cell["seed"])}
+    """A cell as the scripts take it (--cell): PLW and seed as numbers, not as spelled in paths, and its completion
+    weight where it is not the paper's 1 (a cell of weight 1 reads as before that axis existed, so the parameters
+    of its jobs, and thus a sweep's finished results, stay as they were)."""
+    typed = {key: value for key, value in cell.items() if key != "cw"}
+    typed.update(plw=float(cell["plw"]), seed=int(cell["seed"]))
+    if cell.get("cw"):
+        typed["completion_weight"] = float(cell["cw"].removeprefix("_cw-"))
+    return typed
+
+
+def cell_row(cell: dict) -> dict:
+    """A cell as the tables key it: typed_cell with its completion weight always."""
+    return {"completion_weight": 1.0, **typed_cell(cell)}
 
 
 def expected_evaluations(grid: dict) -> list[dict]:
     """Every evaluation result of the grid with its cell ({path, model, dataset, plw, seed, benchmark}); base
     models have no dataset, plw or seed. A judged benchmark's win rate is a fine-tuned cell's evaluation result too
     (base models are not judged: they do not follow instructions)."""
-    rows = [{**typed_cell(cell), "benchmark": benchmark, "path": eval_result(grid, benchmark, **cell)}
+    rows = [{**cell_row(cell), "benchmark": benchmark, "path": eval_result(grid, benchmark, **cell)}
             for cell in cells(grid) for benchmark in [*grid["benchmarks"], *grid.get("judged_benchmarks", [])]]
     if grid["evaluate_base_models"]:
-        rows += [dict(model=model, dataset=None, plw=None, seed=None, benchmark=benchmark,
+        rows += [dict(model=model, dataset=None, plw=None, seed=None, completion_weight=None, benchmark=benchmark,
                       path=base_eval_result(grid, model, benchmark))
                  for model in grid["models"] for benchmark in grid["benchmarks"]]
     return rows
@@ -66,16 +85,16 @@ def costed_jobs(grid: dict) -> list[dict]:
     costs, results = f"{grid['results']}/benchmarks", grid["results"]
     jobs = []
     for cell in cells(grid):
-        jobs.append({"stage": "train", **typed_cell(cell), "benchmark_tsv": f"{costs}/train/{CELL}.tsv".format(**cell),
+        jobs.append({"stage": "train", **cell_row(cell), "benchmark_tsv": f"{costs}/train/{CELL}.tsv".format(**cell),
                      "result": f"{results}/models/{CELL}/train_log.parquet".format(**cell)})
-        jobs += [{"stage": "evaluate", **typed_cell(cell), "benchmark": benchmark,
+        jobs += [{"stage": "evaluate", **cell_row(cell), "benchmark": benchmark,
                   "benchmark_tsv": f"{costs}/evaluate/{CELL}/{benchmark}.tsv".format(**cell),
                   "result": eval_result(grid, benchmark, **cell)} for benchmark in grid["benchmarks"]]
         for judged in grid.get("judged_benchmarks", []):
-            jobs += [{"stage": "generate", **typed_cell(cell), "benchmark": judged,
+            jobs += [{"stage": "generate", **cell_row(cell), "benchmark": judged,
                       "benchmark_tsv": f"{costs}/generate/{CELL}/{judged}.tsv".format(**cell),
                       "result": f"{results}/generations/{CELL}/{judged}.parquet".format(**cell)},
-                     {"stage": "judge", **typed_cell(cell), "benchmark": judged,
+                     {"stage": "judge", **cell_row(cell), "benchmark": judged,
                       "benchmark_tsv": f"{costs}/judge/{CELL}/{judged}.tsv".format(**cell),
                       "result": eval_result(grid, judged, **cell)}]
     if grid["evaluate_base_models"]:

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from plw.analysis import analysis_scope
+
 
 def loss_variability(log: pd.DataFrame) -> dict:
     """The relative standard deviation of the logged training loss (its sample SD over its mean), and its mean."""
@@ -86,7 +88,7 @@ def mechanisms_markdown(table: pd.DataFrame) -> str:
              "against their training completions.\n",
              "| model | dataset | plw | seed | loss mean | loss RSD | weight L2 | weight Minkowski | memorization BLEU "
              "(prompts) |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {row.model} | {row.dataset} | {row.plw:g} | {row.seed} | {row.loss_mean:.4f} | {row.loss_rsd:.4f} | "
+    lines += [f"| {row.model} | {row.scope} | {row.plw:g} | {row.seed} | {row.loss_mean:.4f} | {row.loss_rsd:.4f} | "
               f"{row.weight_l2:.4g} | {row.weight_minkowski:.4g} | {row.memorization_bleu:.2f} "
-              f"({row.memorization_prompts}) |" for row in table.itertuples()]
+              f"({row.memorization_prompts}) |" for row in table.assign(scope=analysis_scope(table)).itertuples()]
     return "\n".join(lines) + "\n"

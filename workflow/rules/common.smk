@@ -10,7 +10,7 @@ import sys
 
 # light modules (no torch at parse time), on the path that the Snakefile set
 from plw.config_checks import is_local_path
-from plw.grid import CELL, expected_evaluations, format_plw, typed_cell
+from plw.grid import CELL, completion_weight_suffix, expected_evaluations, format_plw, typed_cell
 
 # Scripts run as `python scripts/X.py`: find the interpreter that runs Snakemake first (a --sdm conda
 # environment, activated per job, still comes before it).
@@ -33,12 +33,18 @@ OFFLINE = "HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1"
 MODELS = list(config["models"])
 DATASETS = list(config["datasets"])
 PLWS = [format_plw(plw) for plw in config["plw"]]
+# training.completion_weight: one number, or several (an axis of the grid); the {cw} wildcard is each one's path
+# suffix ('' for 1), mapped to the value as the config writes it (so a single 1 trains with today's settings)
+_weights = config["training"]["completion_weight"]
+COMPLETION_WEIGHTS = {completion_weight_suffix(weight): weight
+                      for weight in (_weights if isinstance(_weights, list) else [_weights])}
 SEEDS = [str(seed) for seed in config["seeds"]]
 BENCHMARKS = list(config["benchmarks"])
 JUDGED = list(config["judged_benchmarks"])  # scored by a judge's win rate, as results/eval/<cell>/<name>.parquet
 # the grid as plw.grid and the analysis scripts take it
-GRID = dict(results=RESULTS, models=MODELS, datasets=DATASETS, plws=PLWS, seeds=SEEDS, benchmarks=BENCHMARKS,
-            judged_benchmarks=JUDGED, evaluate_base_models=config["evaluation"]["evaluate_base_models"])
+GRID = dict(results=RESULTS, models=MODELS, datasets=DATASETS, completion_weights=list(COMPLETION_WEIGHTS.values()),
+            plws=PLWS, seeds=SEEDS, benchmarks=BENCHMARKS, judged_benchmarks=JUDGED,
+            evaluate_base_models=config["evaluation"]["evaluate_base_models"])
 
 
 def _one_of(names):
@@ -49,6 +55,7 @@ wildcard_constraints:
     model=_one_of(MODELS),
     dataset=_one_of(DATASETS),
     plw=_one_of(PLWS),
+    cw=f"({_one_of(COMPLETION_WEIGHTS)})",  # may be empty: the paper's completion weight 1
     seed=_one_of(SEEDS),
     benchmark=_one_of(BENCHMARKS),
     judged=_one_of(JUDGED),
@@ -124,7 +131,7 @@ def training_data(model, dataset):
 def cell_json(wildcards):
     """A fine-tuned cell as the scripts take it (--cell): its wildcards, PLW and seed as numbers."""
     return as_json(typed_cell(dict(model=wildcards.model, dataset=wildcards.dataset, plw=wildcards.plw,
-                                   seed=wildcards.seed)))
+                                   cw=wildcards.cw, seed=wildcards.seed)))
 
 
 # ---- the evaluations of the grid: evaluation and analysis -------------------------------------------

@@ -1,4 +1,4 @@
-"""Fine-tuning: one job per cell (model × dataset × PLW × seed), one process per GPU of the job."""
+"""Fine-tuning: one job per cell (model × dataset × completion weight × PLW × seed), one process per GPU of the job."""
 
 
 rule train:
@@ -20,7 +20,8 @@ rule train:
         tracking=f"{RESULTS}/tracking/{CELL}",
         base=base_model_path,
         model_spec=lambda wildcards: as_json(config["models"][wildcards.model]),
-        settings=as_json(config["training"]),
+        # the cell's completion weight in place of the config's list
+        settings=lambda wildcards: as_json({**config["training"], "completion_weight": COMPLETION_WEIGHTS[wildcards.cw]}),
         # GPUs per node: the job's (one node) or the profile's gpus_per_node (several)
         gpus=lambda wildcards, resources: resources.get("gpu", 0) or resources.get("gpus_per_node", 0),
         # The command's environment: the Hub offline (jobs read the cache that the prefetch rules filled), and for
