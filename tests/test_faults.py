@@ -137,6 +137,12 @@ def test_interrupted_sweep_resumes_with_only_the_missing_jobs(reduced):
     assert sorted(mechanisms["plw"]) == sorted(config["plw"])
     assert (mechanisms["loss_rsd"] > 0).all() and (mechanisms["weight_l2"] > 0).all()
     assert mechanisms["memorization_bleu"].between(0, 100).all() and (mechanisms["memorization_prompts"] > 0).all()
+    # the HTML report holds every figure and table, the mechanisms' among them
+    run_snakemake(reduced, "--report", "results/report.html", "--configfile", "config/reduced.yaml")
+    report = (reduced / "results" / "report.html").read_text(encoding="utf-8", errors="replace")
+    for name in ("aggregate_vs_wp.png", "benchmarks_vs_wp.png", "mechanisms_vs_wp.png", "regression.md",
+                 "mechanisms.md", "cost.md"):
+        assert name in report, f"{name} is not in the report"
 
 
 def test_failed_benchmark_leaves_the_others_done_and_reruns_alone(reduced):
