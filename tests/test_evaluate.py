@@ -52,12 +52,13 @@ def demo_scores(tiny_model_dir, tmp_path_factory) -> dict[str, pd.DataFrame]:
 def test_rows_have_the_documented_columns_and_types(demo_scores):
     for path in demo_scores.values():
         schema = pq.read_schema(path)
-        assert schema.names == ["model", "dataset", "plw", "seed", "benchmark", "task", "metric", "value", "stderr",
-                                "num_fewshot", "n_samples", "lm_eval_version", "gpus", "code_commit",
+        assert schema.names == ["model", "dataset", "completion_weight", "plw", "seed", "benchmark", "task", "metric",
+                                "value", "stderr", "num_fewshot", "n_samples", "lm_eval_version", "gpus", "code_commit",
                                 "code_modified"]
         kinds = {"string": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
                  "float64": pa.types.is_float64, "int64": pa.types.is_int64, "bool": pa.types.is_boolean}
-        expected = {"model": "string", "dataset": "string", "plw": "float64", "seed": "int64",
+        expected = {"model": "string", "dataset": "string", "completion_weight": "float64", "plw": "float64",
+                    "seed": "int64",
                     "benchmark": "string", "task": "string", "metric": "string", "value": "float64",
                     "stderr": "float64", "num_fewshot": "int64", "n_samples": "int64", "lm_eval_version": "string",
                     "gpus": "int64", "code_commit": "string", "code_modified": "bool"}
