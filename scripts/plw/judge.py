@@ -115,10 +115,11 @@ def continuation_logprobs(model, tokenizer, context: str, continuations: list[st
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in sequences])
     attention = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in sequences])
+    first = min(start for _, start in sequences) - 1  # the positions that predict a continuation's tokens
     with torch.no_grad():
         logits = model(input_ids=input_ids.to(model.device), attention_mask=attention.to(model.device)).logits
-    logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
-    return [float(sum(logprobs[row, position - 1, ids[position]] for position in range(start, len(ids))))
+    logprobs = torch.log_softmax(logits[:, first:].float(), dim=-1).cpu()
+    return [float(sum(logprobs[row, position - 1 - first, ids[position]] for position in range(start, len(ids))))
             for row, (ids, start) in enumerate(sequences)]
 
 
