@@ -8,7 +8,7 @@ from pathlib import Path
 
 from plw.download import fetch, verify_blob
 from plw.io import write_parquet
-from plw.records import normalize, read_hub_records, read_records
+from plw.records import normalize_or_stop, read_hub_records, read_records
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--name", required=True)
@@ -33,12 +33,7 @@ else:
     records = read_hub_records(spec["hub"], spec["split"], spec.get("revision"))
 records = records[:spec.get("max_records")]
 
-table, bad = normalize(records, columns=spec.get("columns"), source=f"judged benchmark {args.name}: {source}",
-                       drop_bad=spec.get("bad_records") == "drop")
-for reason, count in sorted(bad.items()):
-    print(f"dropped {count} records: {reason}")
-if table.empty:
-    raise SystemExit(f"judged benchmark {args.name}: {source}: no records"
-                     + (" left after dropping the bad ones" if bad else ""))
+table = normalize_or_stop(records, columns=spec.get("columns"), source=f"judged benchmark {args.name}: {source}",
+                          drop_bad=spec.get("bad_records") == "drop")
 write_parquet(table, args.output)
 print(f"judged benchmark {args.name}: {len(table)} instructions with reference outputs from {source}")

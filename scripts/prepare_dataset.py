@@ -4,7 +4,7 @@ import argparse
 import json
 
 from plw.io import write_parquet
-from plw.records import empty_completions, normalize, read_hub_records, read_records
+from plw.records import empty_completions, normalize_or_stop, read_hub_records, read_records
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--name", required=True)
@@ -24,13 +24,8 @@ else:
 if "max_records" in spec:
     records = records[:spec["max_records"]]
 
-table, bad = normalize(records, columns=spec.get("columns"), source=f"dataset {args.name}: {source}",
-                       drop_bad=args.bad_records == "drop")
-for reason, count in sorted(bad.items()):
-    print(f"dropped {count} records: {reason}")
-if table.empty:
-    raise SystemExit(f"dataset {args.name}: {source}: no records"
-                     + (" left after dropping the bad ones" if bad else ""))
+table = normalize_or_stop(records, columns=spec.get("columns"), source=f"dataset {args.name}: {source}",
+                          drop_bad=args.bad_records == "drop")
 write_parquet(table, args.output)
 print(f"dataset {args.name}: {len(table)} records from {source}, {empty_completions(table)} with an empty "
       "completion (trained on the EOS token alone, as Alpaca does)")

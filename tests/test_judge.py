@@ -1,12 +1,16 @@
 """Judged long generation: prompts in alpaca-eval's format, verdicts from the judge's likelihoods, the win rate."""
 
+import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from plw.download import git_blob_id
 from plw.judge import (
     JUDGE_FORMATS,
     chat_text,
@@ -128,3 +132,28 @@ def test_a_real_judge_gives_every_item_a_verdict(model_and_tokenizer):
         preferences.append(preference(logprobs, "alpaca_eval_clf", row.swapped))
     assert set(preferences) <= {1.0, 2.0}
     assert win_rate(preferences)["n_total"] == 4
+
+
+@pytest.mark.slow
+def test_a_judged_benchmark_is_downloaded_verified_and_normalized_with_its_bad_records_counted(tmp_path, repo):
+    pairs = [{"idx": 7, "instruction": "Say hello.", "input": "", "response1": "Hello."},
+             {"idx": 8, "instruction": "Verify the statement.", "input": "2 is even.", "response1": True}]
+    content = json.dumps(pairs).encode()
+    (tmp_path / "pairs.json").write_bytes(content)
+    spec = {"url": (tmp_path / "pairs.json").as_uri(), "git_blob": git_blob_id(content),
+            "columns": {"id": "idx", "output": "response1"}, "bad_records": "drop"}
+
+    def prefetch(spec: dict, output: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(repo / "scripts" / "prefetch_judged_benchmark.py"), "--name",
+                               "pairs", "--spec", json.dumps(spec), "--output", str(tmp_path / output)],
+                              capture_output=True, text=True, timeout=120)
+
+    result = prefetch(spec, "pairs.parquet")
+    assert result.returncode == 0, result.stderr
+    assert "dropped 1 records: non-string output" in result.stdout
+    table = pd.read_parquet(tmp_path / "pairs.parquet")
+    assert table.to_dict("records") == [{"id": "7", "instruction": "Say hello.", "input": "", "output": "Hello."}]
+
+    moved = prefetch({**spec, "git_blob": "0" * 40}, "moved.parquet")
+    assert moved.returncode != 0 and "does not match the configured git_blob" in moved.stderr
+    assert not (tmp_path / "moved.parquet").exists()

@@ -104,3 +104,13 @@ def normalize(records: list, *, columns: dict | None = None, source: str = "reco
             "output": record[columns["output"]],
         })
     return pd.DataFrame(rows, columns=list(COLUMNS), dtype="string"), bad
+
+
+def normalize_or_stop(records: list, *, columns: dict | None, source: str, drop_bad: bool) -> pd.DataFrame:
+    """normalize, for a rule: the dropped records counted in its log (stdout), a table left empty refused."""
+    table, bad = normalize(records, columns=columns, source=source, drop_bad=drop_bad)
+    for reason, count in sorted(bad.items()):
+        print(f"dropped {count} records: {reason}")
+    if table.empty:
+        raise SystemExit(f"{source}: no records" + (" left after dropping the bad ones" if bad else ""))
+    return table
