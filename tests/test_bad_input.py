@@ -44,7 +44,7 @@ def with_dataset(spec: dict, name: str = "demo") -> dict:
 
 
 def with_model(name: str, spec: dict) -> dict:
-    return demo_config(models={name: spec})
+    return demo_config(models={name: spec}, judges={}, judged_benchmarks={})  # the demo's judge is its model
 
 
 def with_judged(name: str = "descriptions", judges: dict | None = None, **changes) -> dict:

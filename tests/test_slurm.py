@@ -52,6 +52,9 @@ def reduced_demo_config() -> dict:
     config["plw"] = [0, 1]
     config["benchmarks"] = {"capitals": {**config["benchmarks"]["capitals"], "limit": 10}}
     config["training"] = {**config["training"], "max_steps": 4, "save_steps": 2}
+    judged = config["judged_benchmarks"]["descriptions"]  # its generate and judge jobs go to Slurm too
+    config["judged_benchmarks"] = {"descriptions": {**judged, "data": {**judged["data"], "max_records": 2},
+                                                    "max_new_tokens": 8}}
     return config
 
 
@@ -175,7 +178,7 @@ def test_readme_documents_the_tested_commands():
 
 def test_gpu_command_plans_model_sized_requests(tmp_path, monkeypatch):
     workdir = workflow_copy(tmp_path / "plan")
-    for name in ("PLW_GPUS", "PLW_MODEL_B"):
+    for name in ("PLW_GPUS", "PLW_MODEL_B", "PLW_JUDGE_GPUS"):
         monkeypatch.delenv(name, raising=False)
 
     def plan(command: str, *extra: str, **env) -> dict:
@@ -185,6 +188,11 @@ def test_gpu_command_plans_model_sized_requests(tmp_path, monkeypatch):
     paper = plan(GPU_COMMAND, "--configfile", "config/paper.yaml")
     assert requests(paper, "train") == GPU_TRAIN
     assert requests(paper, "evaluate") == requests(paper, "evaluate_base") == GPU_EVALUATE
+    # the later design's judged benchmarks: answers as an evaluation, Mixtral's judging on two GPUs (or as set)
+    later = plan(GPU_COMMAND, "--configfile", "config/paper_v4.yaml")
+    assert requests(later, "generate") == GPU_EVALUATE and requests(later, "judge")["gpu"] == 2
+    one_gpu = plan(GPU_COMMAND, "--configfile", "config/paper_v4.yaml", PLW_JUDGE_GPUS="1")
+    assert requests(one_gpu, "judge")["gpu"] == 1
 
     # One knob changes the GPUs and what follows from them, and leaves the evaluations as they were.
     eight = plan(GPU_COMMAND, "--configfile", "config/paper.yaml", PLW_GPUS="8")
