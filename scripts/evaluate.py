@@ -6,7 +6,8 @@ import sys
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--model-path", required=True, help="model directory or Hub id")
-parser.add_argument("--cell", required=True, help='JSON {"model", "dataset", "plw", "seed"}; nulls for a base model')
+parser.add_argument("--cell", required=True,
+                    help='JSON {"model", "dataset", "plw", "seed"[, "completion_weight"]}; nulls for a base model')
 parser.add_argument("--benchmark", required=True)
 parser.add_argument("--spec", required=True, help="the benchmark's config entry (task, num_fewshot, limit?), as JSON")
 parser.add_argument("--settings", required=True, help="the config's evaluation section, as JSON")

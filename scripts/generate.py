@@ -11,7 +11,7 @@ from plw.generate import greedy_completions
 from plw.io import write_parquet
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--cell", required=True, help='JSON {"model", "dataset", "plw", "seed"}')
+parser.add_argument("--cell", required=True, help='JSON {"model", "dataset", "plw", "seed"[, "completion_weight"]}')
 parser.add_argument("--benchmark", required=True, help="the judged benchmark's name")
 parser.add_argument("--model", required=True, help="the fine-tuned model's directory")
 parser.add_argument("--data", required=True, help="the benchmark's records (prefetched Parquet)")

@@ -8,7 +8,7 @@ import json
 import pandas as pd
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--cell", required=True, help='JSON {"model", "dataset", "plw", "seed"}')
+parser.add_argument("--cell", required=True, help='JSON {"model", "dataset", "plw", "seed"[, "completion_weight"]}')
 parser.add_argument("--benchmark", required=True, help="the judged benchmark's name")
 parser.add_argument("--generations", required=True, help="the cell's answers (scripts/generate.py)")
 parser.add_argument("--judge", required=True, help="the judge: a model directory or Hub id")

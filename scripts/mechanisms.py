@@ -10,7 +10,7 @@ from plw.io import write_parquet
 from plw.mechanisms import loss_variability, weight_distance
 
 parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--cell", required=True, help='JSON {"model", "dataset", "plw", "seed"}')
+parser.add_argument("--cell", required=True, help='JSON {"model", "dataset", "plw", "seed"[, "completion_weight"]}')
 parser.add_argument("--base-model", required=True, help="the base model's directory or Hub id")
 parser.add_argument("--revision", help="Hub revision of a Hub base model")
 parser.add_argument("--model", required=True, help="the fine-tuned model's directory")

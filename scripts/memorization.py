@@ -11,7 +11,7 @@ from plw.io import write_parquet
 from plw.mechanisms import memorization_bleu
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--cell", required=True, help='JSON {"model", "dataset", "plw", "seed"}')
+parser.add_argument("--cell", required=True, help='JSON {"model", "dataset", "plw", "seed"[, "completion_weight"]}')
 parser.add_argument("--model", required=True, help="the fine-tuned model's directory")
 parser.add_argument("--data", required=True, help="the cell's training data (Parquet)")
 parser.add_argument("--records", type=int, required=True, help="N: the first N training records")

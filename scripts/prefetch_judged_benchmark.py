@@ -34,6 +34,7 @@ else:
 records = records[:spec.get("max_records")]
 
 table = normalize_or_stop(records, columns=spec.get("columns"), source=f"judged benchmark {args.name}: {source}",
-                          drop_bad=spec.get("bad_records") == "drop")
+                          drop_bad=spec.get("bad_records") == "drop",
+                          drop_setting=f"judged_benchmarks.{args.name}.data.bad_records")
 write_parquet(table, args.output)
 print(f"judged benchmark {args.name}: {len(table)} instructions with reference outputs from {source}")

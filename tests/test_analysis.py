@@ -500,6 +500,16 @@ def test_an_aggregate_point_with_a_missing_benchmark_is_hollow_and_said_so():
     assert "1 cell with missing benchmarks shown hollow" in figure.labels.subtitle
 
 
+def test_figure_1_says_which_benchmarks_the_base_models_line_averages_when_some_are_judged_only():
+    scores = synthetic_scores(n_benchmarks=4, base_models=True, seed=5)
+    scores = scores[~(scores["plw"].isna() & (scores["benchmark"] == "bench3"))]  # a judged one: no base row
+    figure = aggregate_figure(scores, regression_table(scores, FORMULA, POWER, bootstrap_samples=0), POWER)
+    [(_, line)] = layers_of(figure, "geom_hline")
+    base = scores[scores["plw"].isna() & scores["primary"]]
+    assert line["score"].to_numpy() == pytest.approx([base["score"].mean()])
+    assert "dashed: the base model's mean over the 3 benchmarks it is scored on (not bench3)" in figure.labels.subtitle
+
+
 def test_figure_1_marks_the_critical_weight_and_its_bootstrap_interval():
     scores = synthetic_scores(models=("m1", "m2"), seeds=(1, 2), n_benchmarks=3, seed=3)
     table = regression_table(scores, FORMULA, POWER, bootstrap_samples=5)

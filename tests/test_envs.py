@@ -34,7 +34,8 @@ def test_conda_env_pins_match_requirements(env_file):
 
 
 def test_every_rule_family_has_an_environment():
-    assert {path.stem for path in (REPO / "envs").glob("*.yaml")} == {"data", "train", "evaluate", "analysis", "r"}
+    families = {"data", "train", "evaluate", "judge", "analysis", "r"}
+    assert {path.stem for path in (REPO / "envs").glob("*.yaml")} == families
 
 
 def test_r_environment_has_what_the_beta_rule_runs():

@@ -129,7 +129,7 @@ def test_the_later_designs_config_plans_its_grid_with_dolly_and_llama_3(planning
 def test_several_completion_weights_are_an_axis_that_keeps_the_paths_and_settings_of_weight_1(planning_copy):
     config = planning_copy / "config" / "completion_weights.yaml"
     demo = (planning_copy / "config" / "config.yaml").read_text()
-    config.write_text(demo.replace("  max_length: 128\n", "  max_length: 128\n  completion_weight: [1, 0.5]\n"))
+    config.write_text(demo.replace("  max_length: 128\n", "  max_length: 128\n  completion_weight: [1.0, 0.5]\n"))
 
     def trainings(*args) -> dict[str, str]:
         plan = run_snakemake(planning_copy, "-n", "--printshellcmds", "--forceall", *args)

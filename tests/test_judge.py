@@ -57,8 +57,8 @@ def test_verdicts_agree_with_alpaca_evals_binarized_logprob_parser():
     from alpaca_eval.completion_parsers import logprob_parser
 
     rng = np.random.default_rng(0)
-    for _ in range(50):
-        logprobs = dict(zip(["m", "M"], rng.normal(size=2).tolist()))
+    for values in [[-1.0, -1.0], *rng.normal(size=(50, 2)).tolist()]:  # equal likelihoods first
+        logprobs = dict(zip(["m", "M"], values))
         completion = {"logprobs": {"content": [{"top_logprobs": [{"token": token, "logprob": value}
                                                                   for token, value in logprobs.items()]}]}}
         expected = logprob_parser(completion, numerator_token="m", denominator_tokens=["m", "M"], is_binarize=True)
@@ -76,12 +76,24 @@ def test_alpaca_eval_prompts_show_both_outputs_in_a_seeded_order():
         assert f'"""{row.instruction}"""' in row.prompt
 
 
-def test_pandalm_prompts_keep_the_input_apart_and_alpaca_eval_prompts_append_it():
-    with_input = items(1).assign(input=["the context"])
+def test_pandalm_prompts_are_pandalms_own_with_and_without_input_and_alpaca_eval_prompts_append_the_input():
+    with_input = items(1).assign(input=["the context"], reference=["  padded reference \n"])
     pandalm = judge_prompts(with_input, "pandalm")["prompt"][0]
-    assert "### Input:\nthe context\n\n### Response 1:" in pandalm and pandalm.endswith("### Evaluation:\n")
+    assert "Instruction with an Input that provides further context." in pandalm
+    assert "### Input:\nthe context\n\n### Response 1:\n" in pandalm and pandalm.endswith("### Evaluation:\n")
+    assert "\npadded reference\n\n" in pandalm, "responses are stripped, as PandaLM's prompt builder does"
+    without_input = judge_prompts(items(1), "pandalm")["prompt"][0]
+    assert without_input.startswith("Below are two responses for a given task. The task is defined by the "
+                                    "Instruction. Evaluate the responses") and "### Input:" not in without_input
     alpaca_eval = judge_prompts(with_input, "alpaca_eval_clf")["prompt"][0]
     assert f'"""{with_input.instruction[0]}\n\nthe context"""' in alpaca_eval
+
+
+def test_text_put_into_a_prompt_is_not_searched_for_placeholders_again():
+    tricky = items(1).assign(instruction=["Print {output_2} and {input} literally."])
+    for judge_format in JUDGE_FORMATS:
+        prompt = judge_prompts(tricky, judge_format)["prompt"][0]
+        assert "Print {output_2} and {input} literally." in prompt
 
 
 class Tokenizer:
@@ -153,6 +165,10 @@ def test_a_judged_benchmark_is_downloaded_verified_and_normalized_with_its_bad_r
     assert "dropped 1 records: non-string output" in result.stdout
     table = pd.read_parquet(tmp_path / "pairs.parquet")
     assert table.to_dict("records") == [{"id": "7", "instruction": "Say hello.", "input": "", "output": "Hello."}]
+
+    kept = prefetch({**spec, "bad_records": "error", "git_blob": git_blob_id(content)}, "strict.parquet")
+    assert kept.returncode != 0 and "record 1: non-string output" in kept.stderr
+    assert "set `judged_benchmarks.pairs.data.bad_records: drop`" in kept.stderr
 
     moved = prefetch({**spec, "git_blob": "0" * 40}, "moved.parquet")
     assert moved.returncode != 0 and "does not match the configured git_blob" in moved.stderr

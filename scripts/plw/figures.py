@@ -96,8 +96,13 @@ def aggregate_figure(scores: pd.DataFrame, regression: pd.DataFrame, power: floa
     incomplete = points[~points["complete"]]
     marks = critical_marks(regression, power)
     bands = marks[marks["wp_low"].notna()]
-    base = base_reference(scores, ["model", "benchmark"]).groupby("model", as_index=False)["score"].mean()
+    base_scores = base_reference(scores, ["model", "benchmark"])
+    base = base_scores.groupby("model", as_index=False)["score"].mean()
     layers, notes = [], []
+    unscored = sorted(set(data["benchmark"]) - set(base_scores["benchmark"]))
+    if not base.empty and unscored:  # the judged benchmarks: base models are not judged
+        notes.append(f"dashed: the base model's mean over the {base_scores['benchmark'].nunique()} benchmarks it is "
+                     f"scored on (not {', '.join(unscored)})")
     if not bands.empty:
         layers.append(geom_rect(bands, aes(xmin="wp_low", xmax="wp_high", fill="model"), ymin=-np.inf, ymax=np.inf,
                                 alpha=0.12, inherit_aes=False, show_legend=False))

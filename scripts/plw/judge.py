@@ -3,16 +3,18 @@ reference output, and the win rate, with the alpaca-eval package's annotator pro
 its preference encoding and its win-rate estimator.
 
 Preferences follow alpaca-eval: 1 = the reference is better, 2 = the cell's completion is better, 1.5 = a tie.
-The judge shows the two outputs in an order drawn per instruction (seeded by its text, as alpaca-eval's
-is_randomize_output_order does), so a judge's position bias does not favour either side.
+The judge shows the two outputs in an order drawn per item (alpaca-eval's seeded choice, seeded by the item's
+instruction and input, as its is_randomize_output_order seeds by the instruction), so a judge's position bias does
+not favour either side.
 
-A verdict is the judge's most likely answer among the format's verdict words: each word's log-likelihood as the
-continuation of the judge's prompt (with or without a leading space, whichever tokenization the judge prefers),
-as lm-evaluation-harness scores multiple choice. A verdict therefore always parses; the log-likelihoods are kept
-beside it. For AlpacaEval's classifier prompt this is alpaca-eval's logprob_parser, binarized.
+A verdict is the judge's most likely answer among the format's verdict words: each word's likelihood as the
+continuation of the judge's prompt (with and without a leading space, added up), as lm-evaluation-harness scores
+multiple choice. A verdict therefore always parses; the log-likelihoods are kept beside it. For AlpacaEval's
+classifier prompt this is alpaca-eval's logprob_parser, binarized (equal likelihoods included).
 """
 
 import importlib.util
+import re
 import warnings
 from pathlib import Path
 
@@ -22,13 +24,17 @@ import pandas as pd
 # alpaca-eval 0.6.6 imports pkg_resources (hence setuptools < 81), whose deprecation warning is not ours to act on
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
-# PandaLM-7B's own prompt (WeOpenML/PandaLM, pandalm/utils/pandalm_inference.py); its answer begins with the verdict.
-PANDALM_TEMPLATE = (
-    "Below are two responses for a given task. The task is defined by the Instruction with an Input that provides "
-    "further context. Evaluate the responses and generate a reference answer for the task.\n\n"
-    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response 1:\n{output_1}\n\n"
-    "### Response 2:\n{output_2}\n\n### Evaluation:\n"
-)
+# PandaLM-7B's own prompts, with and without an input (WeOpenML/PandaLM, pandalm/utils/pandalm_inference.py,
+# build_pandalm_prompt); its answer begins with the verdict.
+PANDALM_RESPONSES = "### Response 1:\n{output_1}\n\n### Response 2:\n{output_2}\n\n### Evaluation:\n"
+PANDALM_TEMPLATES = {
+    True: "Below are two responses for a given task. The task is defined by the Instruction with an Input that "
+          "provides further context. Evaluate the responses and generate a reference answer for the task.\n\n"
+          "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n" + PANDALM_RESPONSES,
+    False: "Below are two responses for a given task. The task is defined by the Instruction. Evaluate the responses "
+           "and generate a reference answer for the task.\n\n### Instruction:\n{instruction}\n\n" + PANDALM_RESPONSES,
+}
+PLACEHOLDER = re.compile(r"\{(instruction|input|output_1|output_2)\}")
 
 # format -> (where its template comes from, {verdict word: preference of output_1 vs output_2})
 JUDGE_FORMATS = {
@@ -38,25 +44,25 @@ JUDGE_FORMATS = {
 }
 
 
-def judge_template(judge_format: str) -> str:
-    """The format's prompt template, with {instruction}, {input} (PandaLM), {output_1} and {output_2}."""
+def judge_template(judge_format: str, with_input: bool) -> str:
+    """The format's prompt template for an item with or without an input: {instruction}, {input} (PandaLM's, with
+    one), {output_1} and {output_2}."""
     file, _ = JUDGE_FORMATS[judge_format]
     if file is None:
-        return PANDALM_TEMPLATE
+        return PANDALM_TEMPLATES[with_input]
     # read from the installed alpaca-eval package, without importing it (its import pulls the API clients)
     package = Path(importlib.util.find_spec("alpaca_eval").submodule_search_locations[0])
     return (package / "evaluators_configs" / file).read_text(encoding="utf-8")
 
 
 def fill_template(template: str, **fields: str) -> str:
-    """str.format would choke on the templates' literal braces: replace the placeholders alone."""
-    for key, value in fields.items():
-        template = template.replace("{" + key + "}", value)
-    return template
+    """The placeholders replaced in one pass (str.format would choke on the templates' literal braces, and text
+    put in must not be searched for placeholders again)."""
+    return PLACEHOLDER.sub(lambda match: fields[match.group(1)], template)
 
 
 def is_swapped(instruction: str) -> bool:
-    """Whether the reference is shown second: alpaca-eval's seeded choice on the instruction's text."""
+    """Whether the reference is shown second: alpaca-eval's seeded choice, seeded by the item's text."""
     from alpaca_eval.utils import random_seeded_choice
 
     return random_seeded_choice(seed=instruction, choices=[False, True])
@@ -65,11 +71,13 @@ def is_swapped(instruction: str) -> bool:
 def judge_prompts(items: pd.DataFrame, judge_format: str) -> pd.DataFrame:
     """items (instruction, input, reference, output) -> the same with `swapped` and the judge's `prompt` text
     (alpaca-eval's chat markup <|im_start|>role ... <|im_end|> for its formats)."""
-    template = judge_template(judge_format)
     rows = []
     for item in items.itertuples(index=False):
+        template = judge_template(judge_format, with_input=bool(item.input))
         swapped = is_swapped(item.instruction + item.input)
-        first, second = (item.output, item.reference) if swapped else (item.reference, item.output)
+        # stripped, as PandaLM's prompt builder does (the cells' answers already are)
+        reference, output = item.reference.strip(), item.output.strip()
+        first, second = (output, reference) if swapped else (reference, output)
         # AlpacaEval's instructions carry their input inside; Alpaca-format records keep it apart
         keeps_input_apart = "{input}" in template or not item.input
         instruction = item.instruction if keeps_input_apart else f"{item.instruction}\n\n{item.input}"
@@ -133,10 +141,11 @@ def verdict_logprobs(model, tokenizer, prompt: str, judge_format: str) -> dict[s
 
 
 def preference(logprobs: dict[str, float], judge_format: str, swapped: bool) -> float:
-    """The verdict (most likely verdict word; the first on equal likelihoods) as alpaca-eval's preference of the
-    cell's completion over the reference."""
+    """The verdict (the most likely verdict word; on equal likelihoods the later one, as alpaca-eval's binarized
+    logprob_parser decides for the second output) as alpaca-eval's preference of the cell's completion over the
+    reference."""
     verdicts = JUDGE_FORMATS[judge_format][1]
-    shown = verdicts[max(verdicts, key=lambda word: logprobs[word])]  # 1: first shown wins, 2: second, 1.5: tie
+    shown = verdicts[max(reversed(verdicts), key=lambda word: logprobs[word])]  # 1: first shown wins, 2: second
     return 3.0 - shown if swapped else shown
 
 

@@ -81,10 +81,11 @@ def empty_completions(table: pd.DataFrame) -> int:
 
 
 def normalize(records: list, *, columns: dict | None = None, source: str = "records",
-              drop_bad: bool = False) -> tuple[pd.DataFrame, Counter]:
+              drop_bad: bool = False, drop_setting: str = "bad_records") -> tuple[pd.DataFrame, Counter]:
     """The normalized table and the count of bad records per reason.
 
-    With drop_bad False the first bad record raises BadRecordError naming `source`, its index and reason.
+    With drop_bad False the first bad record raises BadRecordError naming `source`, its index and reason, and the
+    config key (`drop_setting`) that would drop such records.
     """
     columns = {field: field for field in COLUMNS} | (columns or {})
     rows, bad = [], Counter()
@@ -93,7 +94,7 @@ def normalize(records: list, *, columns: dict | None = None, source: str = "reco
         if reason:
             if not drop_bad:
                 raise BadRecordError(f"{source}: record {index}: {reason} "
-                                     "(set `bad_records: drop` in the config to drop such records)")
+                                     f"(set `{drop_setting}: drop` in the config to drop such records)")
             bad[reason] += 1
             continue
         record_id = record.get(columns["id"])
@@ -106,9 +107,10 @@ def normalize(records: list, *, columns: dict | None = None, source: str = "reco
     return pd.DataFrame(rows, columns=list(COLUMNS), dtype="string"), bad
 
 
-def normalize_or_stop(records: list, *, columns: dict | None, source: str, drop_bad: bool) -> pd.DataFrame:
+def normalize_or_stop(records: list, *, columns: dict | None, source: str, drop_bad: bool,
+                      drop_setting: str = "bad_records") -> pd.DataFrame:
     """normalize, for a rule: the dropped records counted in its log (stdout), a table left empty refused."""
-    table, bad = normalize(records, columns=columns, source=source, drop_bad=drop_bad)
+    table, bad = normalize(records, columns=columns, source=source, drop_bad=drop_bad, drop_setting=drop_setting)
     for reason, count in sorted(bad.items()):
         print(f"dropped {count} records: {reason}")
     if table.empty:

@@ -34,10 +34,12 @@ MODELS = list(config["models"])
 DATASETS = list(config["datasets"])
 PLWS = [format_plw(plw) for plw in config["plw"]]
 # training.completion_weight: one number, or several (an axis of the grid); the {cw} wildcard is each one's path
-# suffix ('' for 1), mapped to the value as the config writes it (so a single 1 trains with today's settings)
+# suffix ('' for 1), mapped to the value the trainings get: one number as the config writes it, and in a list the
+# weight 1 as the schema's default writes it (1, not 1.0), so that the trainings of weight 1 keep the settings of a
+# sweep without the axis
 _weights = config["training"]["completion_weight"]
-COMPLETION_WEIGHTS = {completion_weight_suffix(weight): weight
-                      for weight in (_weights if isinstance(_weights, list) else [_weights])}
+COMPLETION_WEIGHTS = ({completion_weight_suffix(_weights): _weights} if not isinstance(_weights, list) else
+                      {completion_weight_suffix(weight): 1 if weight == 1 else weight for weight in _weights})
 SEEDS = [str(seed) for seed in config["seeds"]]
 BENCHMARKS = list(config["benchmarks"])
 JUDGED = list(config["judged_benchmarks"])  # scored by a judge's win rate, as results/eval/<cell>/<name>.parquet

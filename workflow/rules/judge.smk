@@ -3,16 +3,18 @@ Alpaca template, greedy) and a judge job (a local judge's verdicts against the r
 as the cell's evaluation result, which the analysis reads like any benchmark's score). A new judge reruns the
 judge jobs only."""
 
-# Each judge as the judge jobs load it: a model of the config (its base model), a local directory or a Hub id,
-# with the files or prefetch marker that must exist before it runs.
-JUDGE_SOURCES = {name: base_model(spec["model"]) if "model" in spec else os.path.expanduser(spec["source"])
-                 for name, spec in config["judges"].items()}
-JUDGE_INPUTS = {name: base_model_files(spec["model"]) if "model" in spec
-                else [source] if is_local_path(source) else [f"{PREFETCH}/judges/{name}.json"]
-                for (name, spec), source in zip(config["judges"].items(), JUDGE_SOURCES.values())}
+# Each judge as the judge jobs load it: a model of the config (its base model, with that model's revision and
+# trust_remote_code), a local directory or a Hub id, with the files or prefetch marker that must exist first.
+JUDGE_MODELS = {name: {**config["models"][spec["model"]], "prefetched": f"{PREFETCH}/models/{spec['model']}.json"}
+                if "model" in spec else {**spec, "prefetched": f"{PREFETCH}/judges/{name}.json"}
+                for name, spec in config["judges"].items()}
+JUDGE_SOURCES = {name: base_model(config["judges"][name]["model"]) if "model" in config["judges"][name]
+                 else os.path.expanduser(spec["source"]) for name, spec in JUDGE_MODELS.items()}
+JUDGE_INPUTS = {name: [JUDGE_SOURCES[name]] if "build" in spec or is_local_path(JUDGE_SOURCES[name])
+                else [spec["prefetched"]] for name, spec in JUDGE_MODELS.items()}
 JUDGE_OPTIONS = {name: " ".join([f"--revision {shlex.quote(spec['revision'])}" if "revision" in spec else "",
                                  "--trust-remote-code" if spec["trust_remote_code"] else ""])
-                 for name, spec in config["judges"].items()}
+                 for name, spec in JUDGE_MODELS.items()}
 JUDGE_OF = {name: spec["judge"] for name, spec in config["judged_benchmarks"].items()}
 
 
@@ -31,7 +33,7 @@ rule generate:
         max_new_tokens=lambda wildcards: config["judged_benchmarks"][wildcards.judged]["max_new_tokens"],
         offline=OFFLINE,
     conda:
-        "../../envs/evaluate.yaml"
+        "../../envs/judge.yaml"
     shell:
         "{params.offline} python scripts/generate.py --cell {params.cell:q} --benchmark {wildcards.judged}"
         " --model {input.model:q} --data {input.data:q} --max-new-tokens {params.max_new_tokens}"
@@ -57,7 +59,7 @@ rule judge:
         options=lambda wildcards: JUDGE_OPTIONS[JUDGE_OF[wildcards.judged]],
         offline=OFFLINE,
     conda:
-        "../../envs/evaluate.yaml"
+        "../../envs/judge.yaml"
     shell:
         "{params.offline} python scripts/judge.py --cell {params.cell:q} --benchmark {wildcards.judged}"
         " --generations {input.generations:q} --judge {params.judge:q} --judge-name {params.judge_name:q}"

@@ -40,7 +40,7 @@ rule prefetch_judge:
         models=lambda wildcards: as_json({wildcards.judge: config["judges"][wildcards.judge]}),
     priority: 100
     conda:
-        "../../envs/evaluate.yaml"
+        "../../envs/judge.yaml"
     shell:
         "python scripts/prefetch.py --models {params.models:q} --output {output:q} > {log:q} 2>&1"
 
@@ -93,7 +93,7 @@ rule prefetch_judged_benchmark:
         spec=lambda wildcards: as_json(config["judged_benchmarks"][wildcards.judged]["data"]),
     priority: 100
     conda:
-        "../../envs/evaluate.yaml"
+        "../../envs/judge.yaml"
     shell:
         "python scripts/prefetch_judged_benchmark.py --name {wildcards.judged} --spec {params.spec:q}"
         " --output {output:q} > {log:q} 2>&1"
