@@ -219,9 +219,9 @@ def test_start_fails_when_the_controller_does_not_come_up(tmp_path, slurm):
     assert daemons(prefix) == []
 
 
-def test_gpu_command_on_a_second_slurm_beside_the_first(tmp_path, slurm):
+def test_gpu_command_on_a_second_slurm_beside_the_first(tmp_path, tmp_path_factory, slurm):
     workdir = workflow_copy(tmp_path / "gpu")
-    second = tmp_path / "second-slurm"
+    second = tmp_path_factory.mktemp("slurm2")  # short: slurmd's socket paths must stay under 108 characters
     gpu_slurm = start(second, GPUS=8, NCPU=64, MEM_MB=1_000_000)
     try:
         ports = [re.search(rf"^{name}=(\d+)$", (prefix / "etc" / "slurm.conf").read_text(), re.MULTILINE)[1]
