@@ -8,7 +8,7 @@ from pathlib import Path
 
 from plw.download import fetch, verify_blob
 from plw.io import write_parquet
-from plw.records import normalize_or_stop, read_hub_records, read_records
+from plw.records import normalize_or_stop, source_records
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--name", required=True)
@@ -18,20 +18,15 @@ args = parser.parse_args()
 spec = json.loads(args.spec)
 
 if "url" in spec:
-    source = spec["url"]
     content = fetch(spec["url"])
     verify_blob(content, spec["git_blob"], spec["url"])
     with tempfile.TemporaryDirectory() as directory:  # read_records chooses the format by the file's suffix
         downloaded = Path(directory) / Path(spec["url"].split("?")[0]).name
         downloaded.write_bytes(content)
-        records = read_records(downloaded)
-elif "path" in spec:
-    source = spec["path"]
-    records = read_records(spec["path"])
+        records, _ = source_records(spec, downloaded)
+    source = spec["url"]
 else:
-    source = f"{spec['hub']} (split {spec['split']})"
-    records = read_hub_records(spec["hub"], spec["split"], spec.get("revision"))
-records = records[:spec.get("max_records")]
+    records, source = source_records(spec, spec.get("path"))
 
 table = normalize_or_stop(records, columns=spec.get("columns"), source=f"judged benchmark {args.name}: {source}",
                           drop_bad=spec.get("bad_records") == "drop",

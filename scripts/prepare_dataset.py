@@ -4,7 +4,7 @@ import argparse
 import json
 
 from plw.io import write_parquet
-from plw.records import empty_completions, normalize_or_stop, read_hub_records, read_records
+from plw.records import empty_completions, normalize_or_stop, source_records
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--name", required=True)
@@ -15,14 +15,7 @@ parser.add_argument("--output", required=True)
 args = parser.parse_args()
 spec = json.loads(args.spec)
 
-if args.file:
-    source = args.file
-    records = read_records(args.file)
-else:
-    source = f"{spec['hub']} (split {spec['split']})"
-    records = read_hub_records(spec["hub"], spec["split"], spec.get("revision"))
-if "max_records" in spec:
-    records = records[:spec["max_records"]]
+records, source = source_records(spec, args.file)
 
 table = normalize_or_stop(records, columns=spec.get("columns"), source=f"dataset {args.name}: {source}",
                           drop_bad=args.bad_records == "drop")

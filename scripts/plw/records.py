@@ -56,6 +56,17 @@ def read_hub_records(dataset_id: str, split: str, revision: str | None = None) -
     return load_dataset(dataset_id, split=split, revision=revision).to_list()
 
 
+def source_records(spec: dict, file: str | Path | None = None) -> tuple[list, str]:
+    """A dataset entry's records (its first `max_records`) and where they come from: `file` (a local or downloaded
+    file) or else the entry's Hub dataset."""
+    if file is not None:
+        records, source = read_records(file), str(file)
+    else:
+        records = read_hub_records(spec["hub"], spec["split"], spec.get("revision"))
+        source = f"{spec['hub']} (split {spec['split']})"
+    return records[:spec.get("max_records")], source
+
+
 def problem(record, columns: dict) -> str | None:
     """Why a record is malformed, or None. Reasons: not an object, missing X, non-string X."""
     if not isinstance(record, dict):

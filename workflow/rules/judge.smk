@@ -3,15 +3,15 @@ Alpaca template, greedy) and a judge job (a local judge's verdicts against the r
 as the cell's evaluation result, which the analysis reads like any benchmark's score). A new judge reruns the
 judge jobs only."""
 
-# Each judge as the judge jobs load it: a model of the config (its base model, with that model's revision and
-# trust_remote_code), a local directory or a Hub id, with the files or prefetch marker that must exist first.
-JUDGE_MODELS = {name: {**config["models"][spec["model"]], "prefetched": f"{PREFETCH}/models/{spec['model']}.json"}
-                if "model" in spec else {**spec, "prefetched": f"{PREFETCH}/judges/{name}.json"}
+# Each judge as the judge jobs load it (path) and what must exist first (inputs): a model of the config (its base
+# model, with that model's revision and trust_remote_code, and its files or prefetch marker), or a local directory
+# or a Hub id (prefetched by prefetch_judge).
+JUDGE_MODELS = {name: {**config["models"][spec["model"]], "path": base_model(spec["model"]),
+                       "inputs": base_model_files(spec["model"]) or [f"{PREFETCH}/models/{spec['model']}.json"]}
+                if "model" in spec else
+                {**spec, "path": os.path.expanduser(spec["source"]),
+                 "inputs": [spec["source"]] if is_local_path(spec["source"]) else [f"{PREFETCH}/judges/{name}.json"]}
                 for name, spec in config["judges"].items()}
-JUDGE_SOURCES = {name: base_model(config["judges"][name]["model"]) if "model" in config["judges"][name]
-                 else os.path.expanduser(spec["source"]) for name, spec in JUDGE_MODELS.items()}
-JUDGE_INPUTS = {name: [JUDGE_SOURCES[name]] if "build" in spec or is_local_path(JUDGE_SOURCES[name])
-                else [spec["prefetched"]] for name, spec in JUDGE_MODELS.items()}
 JUDGE_OPTIONS = {name: " ".join([f"--revision {shlex.quote(spec['revision'])}" if "revision" in spec else "",
                                  "--trust-remote-code" if spec["trust_remote_code"] else ""])
                  for name, spec in JUDGE_MODELS.items()}
@@ -43,7 +43,7 @@ rule generate:
 rule judge:
     input:
         generations=f"{RESULTS}/generations/{CELL}/{{judged}}.parquet",
-        judge=lambda wildcards: JUDGE_INPUTS[JUDGE_OF[wildcards.judged]],
+        judge=lambda wildcards: JUDGE_MODELS[JUDGE_OF[wildcards.judged]]["inputs"],
     output:
         verdicts=f"{RESULTS}/judgments/{CELL}/{{judged}}.parquet",
         scores=f"{RESULTS}/eval/{CELL}/{{judged}}.parquet",
@@ -54,7 +54,7 @@ rule judge:
     params:
         cell=cell_json,
         judge_name=lambda wildcards: JUDGE_OF[wildcards.judged],
-        judge=lambda wildcards: JUDGE_SOURCES[JUDGE_OF[wildcards.judged]],
+        judge=lambda wildcards: JUDGE_MODELS[JUDGE_OF[wildcards.judged]]["path"],
         format=lambda wildcards: config["judges"][JUDGE_OF[wildcards.judged]]["format"],
         options=lambda wildcards: JUDGE_OPTIONS[JUDGE_OF[wildcards.judged]],
         offline=OFFLINE,
